@@ -1,0 +1,34 @@
+"""Losses on soft targets (pure torch functions)."""
+
+from __future__ import annotations
+
+import torch
+
+
+def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
+                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
+    """``mean_n -sum_c w_c t_nc log p_nc``; equals KL(t || p) up to the targets' entropy, so the
+    gradients are those of KL. ``targets`` rows are distributions (one-hot for hard labels)."""
+    logp = torch.log_softmax(logits.float(), dim=1)
+    t = targets.float() if class_weights is None else targets.float() * class_weights
+    return -(t * logp).sum(dim=1).mean()
+
+
+def cooccurrence_penalty_loss(logits: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:
+    """Expected penalty of the predicted mass: ``mean_n sum_ij t_ni P_ij p_nj``. With ``P`` small for
+    emotions that co-occur in the raters' votes, confusing them costs less than confusing distant ones."""
+    p = torch.softmax(logits.float(), dim=1)
+    return torch.einsum("ni,ij,nj->n", targets.float(), penalty.float(), p).mean()
+
+
+def diversity_loss(logits: torch.Tensor) -> torch.Tensor:
+    """Negative entropy of the batch-mean prediction (``sum_c pbar_c log pbar_c``): minimising it keeps
+    the student from collapsing onto one class."""
+    pbar = torch.softmax(logits.float(), dim=1).mean(dim=0)
+    return (pbar * torch.log(pbar + 1e-8)).sum()
+
+
+def entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean per-sample prediction entropy (nats)."""
+    p = torch.softmax(logits.float(), dim=1)
+    return -(p * torch.log(p + 1e-8)).sum(dim=1).mean()

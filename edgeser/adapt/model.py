@@ -1,0 +1,185 @@
+"""The student: raw 16 kHz waveform -> log-mel -> frame encoder -> stats pooling -> bottleneck -> logits.
+
+The encoder uses only "valid" (unpadded) convolutions, so each embedding depends on exactly
+``cfg.receptive_field`` samples and consecutive embeddings are ``cfg.embedding_stride`` samples
+apart. That is what makes streaming exact: new audio is encoded once, the embeddings of earlier
+audio are kept, and the head pools over the window's embeddings (see ``StreamingGraph``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+from dataclasses import asdict, dataclass, field
+from typing import Iterator
+
+import torch
+from torch import nn
+
+from .frontend import LogMel
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild the network; stored in checkpoints and (in part) ONNX metadata."""
+
+    labels: list[str]
+    sample_rate: int = 16000
+    n_fft: int = 400
+    hop_length: int = 160
+    n_mels: int = 40
+    f_min: float = 20.0
+    f_max: float = 8000.0
+    channels: int = 128
+    dilations: tuple[int, ...] = (1, 2, 4, 1, 2)
+    stem_stride: int = 2
+    bottleneck: int = 128
+    dropout: float = 0.3
+    encoder_dropout: float = 0.1
+    #: recommended streaming window and hop (seconds); hop is rounded to the embedding stride
+    window_s: float = 2.0
+    hop_s: float = 0.5
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def receptive_field(self) -> int:
+        """Samples that one embedding depends on."""
+        frames = 3 + self.stem_stride * 2 * sum(self.dilations)
+        return self.n_fft + (frames - 1) * self.hop_length
+
+    @property
+    def embedding_stride(self) -> int:
+        """Samples between consecutive embeddings."""
+        return self.hop_length * self.stem_stride
+
+    def n_embeddings(self, n_samples: int | torch.Tensor) -> int | torch.Tensor:
+        """Number of embeddings produced from ``n_samples`` samples (<= 0 means too short)."""
+        frames = (n_samples - self.n_fft) // self.hop_length + 1
+        return (frames - 3) // self.stem_stride + 1 - 2 * sum(self.dilations)
+
+    def to_dict(self) -> dict:
+        d = asdict(self)
+        d["dilations"] = list(self.dilations)
+        return d
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelConfig":
+        d = dict(d)
+        d["dilations"] = tuple(d.get("dilations", (1, 2, 4, 1, 2)))
+        return cls(**d)
+
+
+class _Block(nn.Module):
+    """Dilated valid conv + BN + ReLU with a centre-cropped residual."""
+
+    def __init__(self, channels: int, dilation: int, dropout: float):
+        super().__init__()
+        self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, bias=False)
+        self.bn = nn.BatchNorm1d(channels)
+        self.drop = nn.Dropout1d(dropout)
+        self.crop = dilation
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x[:, :, self.crop: x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x))))
+
+
+class EmotionNet(nn.Module):
+    """Compact CNN over log-mel frames; see the module docstring. Under 1 M parameters by default."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.frontend = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max)
+        self.input_norm = nn.BatchNorm1d(cfg.n_mels)
+        c = cfg.channels
+        self.stem = nn.Sequential(nn.Conv1d(cfg.n_mels, c, 3, stride=cfg.stem_stride, bias=False),
+                                  nn.BatchNorm1d(c), nn.ReLU())
+        self.blocks = nn.Sequential(*[_Block(c, d, cfg.encoder_dropout) for d in cfg.dilations])
+        self.pool_dropout = nn.Dropout(cfg.dropout)
+        self.bottleneck_layer = nn.Sequential(nn.Linear(2 * c, cfg.bottleneck), nn.BatchNorm1d(cfg.bottleneck), nn.ReLU())
+        self.head_dropout = nn.Dropout(cfg.dropout)
+        self.classifier = nn.Linear(cfg.bottleneck, len(cfg.labels))
+
+    @property
+    def labels(self) -> list[str]:
+        return list(self.cfg.labels)
+
+    def embed(self, wav: torch.Tensor) -> torch.Tensor:
+        """``[B, T]`` waveform -> ``[B, C, F]`` frame embeddings."""
+        return self.blocks(self.stem(self.input_norm(self.frontend(wav))))
+
+    @staticmethod
+    def pool(emb: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """Mean and standard deviation over frames -> ``[B, 2C]``; ``mask`` ``[B, F]`` marks valid frames."""
+        if mask is None:
+            mean = emb.mean(dim=2)
+            var = ((emb - mean.unsqueeze(2)) ** 2).mean(dim=2)
+        else:
+            m = mask.unsqueeze(1).to(emb.dtype)
+            n = m.sum(dim=2).clamp_min(1.0)
+            mean = (emb * m).sum(dim=2) / n
+            var = (((emb - mean.unsqueeze(2)) ** 2) * m).sum(dim=2) / n
+        return torch.cat([mean, torch.sqrt(var + 1e-5)], dim=1)
+
+    def bottleneck(self, pooled: torch.Tensor) -> torch.Tensor:
+        """Pooled statistics -> bottleneck features (the "features" SHOT and NRC work on)."""
+        return self.bottleneck_layer(self.pool_dropout(pooled))
+
+    def head(self, features: torch.Tensor) -> torch.Tensor:
+        """Bottleneck features -> logits."""
+        return self.classifier(self.head_dropout(features))
+
+    def frame_mask(self, lengths: torch.Tensor, n_frames: int) -> torch.Tensor:
+        """``[B, F]`` mask of the embeddings that see only real (unpadded) samples."""
+        valid = self.cfg.n_embeddings(lengths).clamp_min(1)
+        return torch.arange(n_frames, device=lengths.device)[None, :] < valid[:, None]
+
+    def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        emb = self.embed(wav)
+        mask = None if lengths is None else self.frame_mask(lengths, emb.shape[2])
+        return self.bottleneck(self.pool(emb, mask))
+
+    def forward(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]`` waveform (zero-padded to the longest, with ``lengths``) -> ``[B, n_classes]`` logits."""
+        return self.head(self.features(wav, lengths))
+
+    def classify_embeddings(self, emb: torch.Tensor) -> torch.Tensor:
+        """Logits from a window of embeddings (the streaming head)."""
+        return self.head(self.bottleneck(self.pool(emb)))
+
+
+class StreamingGraph(nn.Module):
+    """The exported graph: ``(audio [B,T], cache [B,C,F0]) -> (logits [B,n], embeddings [B,C,F1])``.
+
+    The logits are those of the window made of the cached embeddings followed by the new ones;
+    ``F0 = 0`` gives the whole-clip model."""
+
+    def __init__(self, net: EmotionNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, audio: torch.Tensor, cache: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        emb = self.net.embed(audio)
+        return self.net.classify_embeddings(torch.cat([cache, emb], dim=2)), emb
+
+
+def min_samples(cfg: ModelConfig) -> int:
+    """Shortest input that yields one embedding (shorter audio is zero-padded to this)."""
+    return cfg.receptive_field
+
+
+@contextlib.contextmanager
+def mc_dropout(model: nn.Module) -> Iterator[nn.Module]:
+    """Evaluation mode with dropout switched on (batch norm stays frozen): for MC-dropout sampling."""
+    was_training = model.training
+    model.eval()
+    for m in model.modules():
+        if isinstance(m, (nn.Dropout, nn.Dropout1d)):
+            m.train()
+    try:
+        yield model
+    finally:
+        model.train(was_training)
+
+
+def count_parameters(model: nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())
