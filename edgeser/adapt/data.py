@@ -1,0 +1,129 @@
+"""Training data: decoded clips kept in memory, random crops with lengths, batched inference."""
+
+from __future__ import annotations
+
+import sys
+from typing import Iterator, Sequence
+
+import numpy as np
+import torch
+
+from ..audio import load_audio
+from ..errors import AudioError, ManifestError
+from ..manifest import Clip
+from .model import EmotionNet, mc_dropout
+
+
+def pick_device(spec: str | None = None) -> torch.device:
+    """``spec`` if given, else CUDA when available, else CPU."""
+    if spec:
+        return torch.device(spec)
+    return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+
+
+def load_clips(clips: Sequence[Clip], sample_rate: int = 16000, what: str = "clips",
+               progress: bool = True) -> list[np.ndarray]:
+    """Decode every clip (float32 mono at ``sample_rate``). A clip that cannot be read stops the run
+    with its path: training on silently dropped data is worse than an error."""
+    wavs = []
+    for i, c in enumerate(clips):
+        try:
+            wavs.append(load_audio(c.path, sample_rate))
+        except AudioError as e:
+            raise ManifestError(f"{what}: {e}") from None
+        if progress and (i + 1) % 200 == 0:
+            print(f"\rloading {what}: {i + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
+    if progress and len(clips) >= 200:
+        print(f"\rloading {what}: {len(clips)}/{len(clips)}", file=sys.stderr)
+    return wavs
+
+
+def pad_batch(wavs: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Zero-pad to the longest (and at least ``min_len``) -> ``([B, T], lengths [B])``."""
+    lengths = [len(w) for w in wavs]
+    out = np.zeros((len(wavs), max(max(lengths), min_len)), np.float32)
+    for i, w in enumerate(wavs):
+        out[i, : len(w)] = w
+    return torch.from_numpy(out), torch.tensor(lengths)
+
+
+def random_crops(wavs: Sequence[np.ndarray], crop: int, rng: np.random.Generator) -> list[np.ndarray]:
+    """A random ``crop``-sample stretch of each clip (clips shorter than that are kept whole)."""
+    out = []
+    for w in wavs:
+        if len(w) > crop:
+            s = int(rng.integers(0, len(w) - crop + 1))
+            w = w[s: s + crop]
+        out.append(w)
+    return out
+
+
+def augment(wavs: list[np.ndarray], rng: np.random.Generator, gain_db: float = 6.0,
+            noise_prob: float = 0.3, snr_db: tuple[float, float] = (15.0, 40.0)) -> list[np.ndarray]:
+    """Random gain (uniform ±``gain_db``) and, with probability ``noise_prob``, white noise at a random SNR:
+    the microphones and levels of users' devices differ from the corpora's."""
+    out = []
+    for w in wavs:
+        w = w * np.float32(10 ** (rng.uniform(-gain_db, gain_db) / 20))
+        if rng.random() < noise_prob:
+            p = float(np.mean(w ** 2)) + 1e-10
+            snr = rng.uniform(*snr_db)
+            w = w + rng.standard_normal(len(w)).astype(np.float32) * np.float32(np.sqrt(p / 10 ** (snr / 10)))
+        out.append(w.astype(np.float32))
+    return out
+
+
+def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
+    """Index batches; shuffled when ``rng`` is given (the last partial batch is kept)."""
+    order = rng.permutation(n) if rng is not None else np.arange(n)
+    for s in range(0, n, batch_size):
+        yield order[s: s + batch_size]
+
+
+def _by_length(wavs: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
+    order = np.argsort([len(w) for w in wavs], kind="stable")
+    for s in range(0, len(order), batch_size):
+        yield order[s: s + batch_size]
+
+
+@torch.no_grad()
+def forward_all(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32,
+                what: str = "logits", max_len: int | None = None) -> np.ndarray:
+    """Run whole clips (length-sorted batches, masked pooling) -> logits ``[N, C]`` or bottleneck
+    ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling)."""
+    out: list[np.ndarray | None] = [None] * len(wavs)
+    min_len = net.cfg.receptive_field
+    for idx in _by_length(wavs, batch_size):
+        chunk = [wavs[i][:max_len] if max_len else wavs[i] for i in idx]
+        x, lengths = pad_batch(chunk, min_len)
+        x, lengths = x.to(device), lengths.to(device)
+        y = net.features(x, lengths) if what == "features" else net(x, lengths)
+        for j, i in enumerate(idx):
+            out[i] = y[j].float().cpu().numpy()
+    return np.stack(out)  # type: ignore[arg-type]
+
+
+def predict_probs(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32) -> np.ndarray:
+    """Softmax probabilities ``[N, C]`` in eval mode."""
+    was = net.training
+    net.eval()
+    try:
+        logits = forward_all(net, wavs, device, batch_size)
+    finally:
+        net.train(was)
+    return _softmax(logits)
+
+
+def mc_samples(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, k: int,
+               batch_size: int = 32, seed: int = 0) -> np.ndarray:
+    """``K`` MC-dropout predictions per clip -> ``[N, K, C]``. The encoder runs once per pass;
+    dropout (encoder and head) is on, batch norm frozen."""
+    torch.manual_seed(seed)
+    with mc_dropout(net):
+        return np.stack([_softmax(forward_all(net, wavs, device, batch_size)) for _ in range(k)], axis=1)
+
+
+def _softmax(z: np.ndarray) -> np.ndarray:
+    z = z - z.max(axis=-1, keepdims=True)
+    e = np.exp(z)
+    return e / e.sum(axis=-1, keepdims=True)

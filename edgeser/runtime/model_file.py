@@ -1,0 +1,101 @@
+"""A self-describing edgeser ONNX model: an ONNX Runtime session plus the metadata it carries.
+
+The graph takes ``audio [B, T]`` (float32 at the model's rate) and ``cache [B, C, F0]`` (embeddings
+of earlier audio; ``F0 = 0`` for a whole clip) and returns ``logits [B, n]`` for the window made of
+the cache and the new audio, and the new ``embeddings [B, C, F1]``."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+
+from ..errors import ModelError
+
+METADATA_KEY = "edgeser"
+_REQUIRED = ("labels", "sample_rate", "window_s", "hop_s", "receptive_field", "embedding_stride", "embedding_dim")
+
+
+def _session(path: Path, threads: int, providers: Sequence[str] | None):
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.intra_op_num_threads = max(1, int(threads))
+    opts.inter_op_num_threads = 1
+    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    opts.log_severity_level = 3
+    wanted = list(providers) if providers else ["CPUExecutionProvider"]
+    available = ort.get_available_providers()
+    missing = [p for p in wanted if p not in available]
+    if missing:
+        raise ModelError(f"execution providers {missing} are not available here (available: {available})")
+    try:
+        return ort.InferenceSession(str(path), opts, providers=wanted)
+    except Exception as e:
+        raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
+
+
+class OnnxModel:
+    """ONNX Runtime session + metadata. ``providers`` actually in use are read from the session
+    (``onnxruntime.get_device()`` says GPU for the GPU package even without a GPU)."""
+
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise ModelError(f"{self.path}: no such model file")
+        self.session = _session(self.path, threads, providers)
+        meta_map = self.session.get_modelmeta().custom_metadata_map
+        if METADATA_KEY not in meta_map:
+            raise ModelError(f"{self.path}: ONNX model without edgeser metadata (was it made by 'edgeser export'?)")
+        try:
+            meta = json.loads(meta_map[METADATA_KEY])
+        except json.JSONDecodeError:
+            raise ModelError(f"{self.path}: edgeser metadata is not valid JSON") from None
+        missing = [k for k in _REQUIRED if k not in meta]
+        if missing:
+            raise ModelError(f"{self.path}: edgeser metadata lacks {missing}")
+        names = {i.name for i in self.session.get_inputs()}
+        if names != {"audio", "cache"}:
+            raise ModelError(f"{self.path}: expected inputs audio and cache, found {sorted(names)}")
+        self.metadata: dict[str, Any] = meta
+        self.labels: list[str] = list(meta["labels"])
+        self.sample_rate: int = int(meta["sample_rate"])
+        self.window_s: float = float(meta["window_s"])
+        self.hop_s: float = float(meta["hop_s"])
+        self.receptive_field: int = int(meta["receptive_field"])
+        self.embedding_stride: int = int(meta["embedding_stride"])
+        self.embedding_dim: int = int(meta["embedding_dim"])
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really uses."""
+        return list(self.session.get_providers())
+
+    def n_embeddings(self, n_samples: int) -> int:
+        """Embeddings produced by ``n_samples`` samples (0 when shorter than the receptive field)."""
+        if n_samples < self.receptive_field:
+            return 0
+        return (n_samples - self.receptive_field) // self.embedding_stride + 1
+
+    def empty_cache(self, batch: int = 1) -> np.ndarray:
+        return np.zeros((batch, self.embedding_dim, 0), np.float32)
+
+    def run(self, audio: np.ndarray, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``audio [B, T]`` (T >= receptive field), ``cache [B, C, F0]`` -> ``(logits [B, n], embeddings [B, C, F1])``."""
+        audio = np.ascontiguousarray(audio, dtype=np.float32)
+        if audio.ndim != 2 or audio.shape[1] < self.receptive_field:
+            raise ValueError(f"audio must be [B, T>={self.receptive_field}], got {audio.shape}")
+        if cache is None:
+            cache = self.empty_cache(audio.shape[0])
+        logits, emb = self.session.run(None, {"audio": audio, "cache": np.ascontiguousarray(cache, dtype=np.float32)})
+        return logits, emb
+
+
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Row-wise softmax (float64 inside for stability), float32 out."""
+    z = np.asarray(z, dtype=np.float64)
+    e = np.exp(z - z.max(axis=-1, keepdims=True))
+    return (e / e.sum(axis=-1, keepdims=True)).astype(np.float32)

@@ -1,0 +1,146 @@
+"""``Recognizer``: load a model (the bundled default when no path is given) and predict emotion
+distributions for audio arrays or files of any rate, channel count and length."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Iterable, Iterator, Sequence
+
+import numpy as np
+
+from ..audio import MAX_IN_MEMORY_S, audio_info, iter_audio_blocks, load_audio, prepare
+from ..errors import EdgeserError
+from .distribution import Distribution
+from .model_file import OnnxModel, softmax
+from .speech import SpeechGate, frame_energy_db
+
+DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "edgeser-default.onnx"
+
+#: audio up to this long is one window; longer audio is cut into ``SEGMENT_S`` segments whose
+#: distributions are averaged, weighted by their share of speech (bounded memory and cost)
+MAX_WHOLE_S = 30.0
+SEGMENT_S = 10.0
+
+
+@dataclass
+class FileResult:
+    """One file of a batch: a distribution, or the one-line error that stopped it."""
+
+    path: str
+    distribution: Distribution | None = None
+    error: str | None = None
+    warnings: list[str] = field(default_factory=list)
+    duration_s: float | None = None
+
+
+def speech_fraction(x: np.ndarray, sample_rate: int, threshold_db: float | None = None) -> float:
+    """Share of 10 ms frames of ``x`` above the speech gate's energy threshold (0 for silence)."""
+    db = frame_energy_db(x, max(1, sample_rate // 100))
+    thr = SpeechGate().threshold_db if threshold_db is None else threshold_db
+    return float(np.mean(db > thr)) if db.size else 0.0
+
+
+def _clipping_warning(x: np.ndarray) -> list[str]:
+    clipped = float(np.mean(np.abs(x) >= 0.999))
+    return [f"{clipped:.1%} of samples are clipped"] if clipped > 0.01 else []
+
+
+class Recognizer:
+    """Whole-clip emotion recognition with an edgeser ONNX model.
+
+    >>> rec = Recognizer.load()                 # the bundled default model
+    >>> dist = rec.predict(audio, 44100)        # any rate, mono or (samples, channels)
+    >>> dist.top, dist["angry"]
+    """
+
+    def __init__(self, model: OnnxModel):
+        self.model = model
+
+    @classmethod
+    def load(cls, path: str | Path | None = None, threads: int = 1,
+             providers: Sequence[str] | None = None) -> "Recognizer":
+        """Load ``path`` or, when ``None``, the bundled default model. ``threads`` sets ONNX Runtime's
+        intra-op threads (default 1: on-device apps share the CPU). ``providers`` e.g.
+        ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` with onnxruntime-gpu installed."""
+        return cls(OnnxModel(path or DEFAULT_MODEL, threads=threads, providers=providers))
+
+    @property
+    def path(self) -> Path:
+        return self.model.path
+
+    @property
+    def labels(self) -> list[str]:
+        return self.model.labels
+
+    @property
+    def sample_rate(self) -> int:
+        return self.model.sample_rate
+
+    def _probs(self, x: np.ndarray) -> np.ndarray:
+        """One window of model-rate audio -> probabilities (short audio is zero-padded)."""
+        if len(x) < self.model.receptive_field:
+            x = np.pad(x, (0, self.model.receptive_field - len(x)))
+        logits, _ = self.model.run(x[None])
+        return softmax(logits)[0]
+
+    def _segments(self, blocks: Iterable[np.ndarray]) -> Distribution:
+        """Average segment distributions weighted by speech share (plus a little, so silence alone still
+        yields an answer, flagged by ``speech_fraction``)."""
+        seg = int(SEGMENT_S * self.sample_rate)
+        acc, weight, speech, total, buf = np.zeros(len(self.labels)), 0.0, 0.0, 0, np.zeros(0, np.float32)
+
+        def add(x: np.ndarray) -> None:
+            nonlocal acc, weight, speech, total
+            s = speech_fraction(x, self.sample_rate)
+            w = (s + 1e-3) * len(x)
+            acc, weight = acc + w * self._probs(x), weight + w
+            speech, total = speech + s * len(x), total + len(x)
+
+        for block in blocks:
+            buf = np.concatenate([buf, block])
+            while len(buf) >= 2 * seg:  # keep the last segment at least SEGMENT_S long
+                add(buf[:seg])
+                buf = buf[seg:]
+        if len(buf):
+            add(buf)
+        return Distribution(self.labels, acc / weight, speech_fraction=speech / max(total, 1))
+
+    def predict(self, audio: np.ndarray, sample_rate: int) -> Distribution:
+        """Emotion distribution of ``audio`` (``(T,)`` or ``(T, channels)``, any rate, float or int PCM)."""
+        x = prepare(audio, sample_rate, self.sample_rate)
+        if len(x) <= MAX_WHOLE_S * self.sample_rate:
+            return Distribution(self.labels, self._probs(x), speech_fraction=speech_fraction(x, self.sample_rate))
+        return self._segments([x])
+
+    def _file(self, path: str | Path) -> tuple[Distribution, list[str], float]:
+        """Decode once -> (distribution, warnings, duration); long files are read in blocks."""
+        _, _, duration = audio_info(path)
+        if duration <= min(MAX_WHOLE_S, MAX_IN_MEMORY_S):
+            x = load_audio(path, self.sample_rate)
+            dist = Distribution(self.labels, self._probs(x), speech_fraction=speech_fraction(x, self.sample_rate))
+            warn = _clipping_warning(x)
+        else:
+            dist, warn = self._segments(iter_audio_blocks(path, self.sample_rate, SEGMENT_S)), []
+        if not dist.speech_fraction:
+            warn.append("no speech detected")
+        return dist, warn, duration
+
+    def predict_file(self, path: str | Path) -> Distribution:
+        """Distribution of an audio file; files of any length are read in blocks (bounded memory)."""
+        return self._file(path)[0]
+
+    def predict_files(self, paths: Iterable[str | Path]) -> Iterator[FileResult]:
+        """Lazily predict many files; a bad file yields a result with ``error`` and the rest go on."""
+        for p in paths:
+            try:
+                dist, warn, duration = self._file(p)
+                yield FileResult(str(p), dist, warnings=warn, duration_s=duration)
+            except EdgeserError as e:
+                yield FileResult(str(p), error=str(e))
+
+    def stream(self, sample_rate: int = 16000, **options) -> "EmotionStream":
+        """An :class:`EmotionStream` over this model for audio arriving at ``sample_rate``."""
+        from .stream import EmotionStream
+
+        return EmotionStream(self, sample_rate=sample_rate, **options)

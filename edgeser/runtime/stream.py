@@ -1,0 +1,154 @@
+"""``EmotionStream``: feed audio chunks of any size and rate, get an emotion distribution every hop.
+
+Each stretch of audio is encoded once: the model's frame encoder runs only on the new hop of audio
+(plus the few hundred ms of context its receptive field needs), the embeddings of the window's earlier
+audio are kept in a buffer, and the model's head pools over the window. The result equals the
+whole-window model's (same embeddings, same pooling) up to float rounding.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Iterable, Iterator
+
+import numpy as np
+import soxr
+
+from ..audio import check_audio, to_mono
+from .distribution import Distribution
+from .model_file import softmax
+from .recognizer import Recognizer
+from .speech import SpeechGate
+
+
+@dataclass
+class StreamEvent:
+    """One emitted window. ``distribution`` is ``None`` when the speech gate found no speech."""
+
+    time_s: float  #: audio received so far, seconds since the start (or the last reset)
+    start_s: float  #: the window the distribution covers: [start_s, start_s + window_s)
+    window_s: float
+    speech: bool
+    speech_fraction: float
+    distribution: Distribution | None  #: smoothed distribution (None for "no speech")
+    raw: Distribution | None  #: this window's own distribution, before smoothing
+
+    def to_dict(self) -> dict:
+        return {"time_s": round(self.time_s, 3), "start_s": round(self.start_s, 3), "window_s": round(self.window_s, 3), "speech": self.speech,
+                "speech_fraction": round(self.speech_fraction, 3),
+                "top": self.distribution.top if self.distribution else None,
+                "distribution": self.distribution.to_dict() if self.distribution else None,
+                "raw": self.raw.to_dict() if self.raw else None}
+
+
+class EmotionStream:
+    """Sliding-window streaming recognition with explicit state.
+
+    ``window_s`` / ``hop_s`` default to the model's metadata (the hop is rounded to the model's
+    embedding stride, 20 ms for the default model). The first event comes once ``min_window_s`` of
+    audio has arrived; windows then grow to ``window_s`` and slide. ``smoothing`` in [0, 1) is the
+    weight of the past in an exponential moving average of the emitted distributions (0 = none).
+    ``gate`` decides speech / no speech (``None`` disables it)."""
+
+    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, window_s: float | None = None,
+                 hop_s: float | None = None, min_window_s: float = 1.0, smoothing: float = 0.5,
+                 gate: SpeechGate | None | bool = True):
+        m = recognizer.model
+        self.model, self.labels, self.sample_rate = m, recognizer.labels, int(sample_rate)
+        if self.sample_rate <= 0:
+            raise ValueError(f"invalid sample rate {sample_rate}")
+        if not 0.0 <= smoothing < 1.0:
+            raise ValueError("smoothing must be in [0, 1)")
+        sr, stride = m.sample_rate, m.embedding_stride
+        self.hop = max(1, round((hop_s or m.hop_s) * sr / stride)) * stride
+        window = max(m.receptive_field, int((window_s or m.window_s) * sr))
+        self.window_emb = m.n_embeddings(window)
+        self.min_emb = max(1, min(self.window_emb, m.n_embeddings(int(min_window_s * sr))))
+        self.smoothing = smoothing
+        self.gate = SpeechGate(sample_rate=sr, window_s=window / sr) if gate is True else (gate or None)
+        self._resampler_rate = self.sample_rate
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget all audio, embeddings and smoothing state (e.g. between utterances or files)."""
+        self._rs = None if self.sample_rate == self.model.sample_rate else soxr.ResampleStream(
+            self.sample_rate, self.model.sample_rate, 1, dtype="float32", quality="HQ")
+        self._buf = np.zeros(0, np.float32)   # audio not yet turned into embeddings (incl. context)
+        self._emb = np.zeros((1, self.model.embedding_dim, 0), np.float32)
+        self._pending = 0                     # samples received since the last emission
+        self._consumed = 0                    # model-rate samples received in total
+        self._n_emb = 0                       # embeddings computed in total
+        self._smooth: np.ndarray | None = None
+        if self.gate is not None:
+            self.gate.reset()
+
+    @property
+    def window_s(self) -> float:
+        m = self.model
+        return (m.receptive_field + (self.window_emb - 1) * m.embedding_stride) / m.sample_rate
+
+    def feed(self, chunk: np.ndarray) -> list[StreamEvent]:
+        """Add audio (``(T,)`` or ``(T, channels)`` at the stream's rate); returns the events it completes."""
+        x = check_audio(to_mono(chunk), "audio chunk") if np.size(chunk) else np.zeros(0, np.float32)
+        if self._rs is not None:
+            x = self._rs.resample_chunk(x)
+        return self._push(x)
+
+    def flush(self) -> list[StreamEvent]:
+        """End of input: emit a last event for the audio received since the last one (if enough)."""
+        x = self._rs.resample_chunk(np.zeros(0, np.float32), last=True) if self._rs is not None else np.zeros(0, np.float32)
+        events = self._push(x)
+        if self._pending >= self.model.embedding_stride:
+            ev = self._step(final=True)
+            events += [ev] if ev else []
+        return events
+
+    def events(self, chunks: Iterable[np.ndarray]) -> Iterator[StreamEvent]:
+        """Lazily turn an iterable of chunks into events (and flush at its end)."""
+        for c in chunks:
+            yield from self.feed(c)
+        yield from self.flush()
+
+    def _push(self, x: np.ndarray) -> list[StreamEvent]:
+        events: list[StreamEvent] = []
+        while len(x):
+            take = min(len(x), self.hop - self._pending)
+            part, x = x[:take], x[take:]
+            self._buf = np.concatenate([self._buf, part])
+            if self.gate is not None:
+                self.gate.update(part)
+            self._pending += take
+            self._consumed += take
+            if self._pending >= self.hop:
+                ev = self._step()
+                events += [ev] if ev else []
+        return events
+
+    def _step(self, final: bool = False) -> StreamEvent | None:
+        m = self.model
+        self._pending = 0
+        n_new = m.n_embeddings(len(self._buf))
+        if n_new == 0:
+            return None
+        have = self._emb.shape[2]
+        keep = max(0, min(have, self.window_emb - n_new))
+        cache = self._emb[:, :, have - keep:]
+        logits, emb = m.run(self._buf[None, : m.receptive_field + (n_new - 1) * m.embedding_stride], cache)
+        self._buf = self._buf[n_new * m.embedding_stride:]
+        self._n_emb += n_new
+        self._emb = np.concatenate([cache, emb], axis=2)[:, :, -self.window_emb:]
+        n = self._emb.shape[2]
+        if n < self.min_emb and not final:
+            return None
+        probs = softmax(logits)[0]
+        frac = self.gate.speech_fraction() if self.gate is not None else 1.0
+        speech = self.gate.is_speech() if self.gate is not None else True
+        raw = Distribution(self.labels, probs, speech_fraction=frac)
+        smoothed = None
+        if speech:
+            self._smooth = probs if self._smooth is None else self.smoothing * self._smooth + (1 - self.smoothing) * probs
+            smoothed = Distribution(self.labels, self._smooth, speech_fraction=frac)
+        window_s = (m.receptive_field + (n - 1) * m.embedding_stride) / m.sample_rate
+        start_s = (self._n_emb - n) * m.embedding_stride / m.sample_rate
+        return StreamEvent(time_s=self._consumed / m.sample_rate, start_s=start_s, window_s=window_s, speech=speech,
+                           speech_fraction=frac, distribution=smoothed, raw=raw if speech else None)
