@@ -130,8 +130,8 @@ def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: st
                 loss.backward()
                 opt.step()
                 sched.step()
-                total += float(loss)
-                bar.update(1, loss=float(loss))
+                total += loss.item()
+                bar.update(1, loss=loss.item())
         record = {"epoch": epoch + 1, "loss": total / steps, "seconds": round(time.monotonic() - t0, 1)}
         if val_wavs is not None:
             pred = predict_probs(net, val_wavs, device).argmax(axis=1)
