@@ -1,0 +1,362 @@
+"""``edgeser`` command line. Thin: parse options, call the library, print.
+
+predict / stream / listen / devices / bench import only the runtime (never torch); train / adapt /
+export / annotate import torch lazily, inside their commands."""
+
+from __future__ import annotations
+
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+import click
+
+from ._version import __version__
+from .errors import EdgeserError
+
+
+def _fail(msg: str, code: int = 1) -> None:
+    click.echo(f"error: {msg}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="edgeser")
+def cli() -> None:
+    """On-device speech emotion recognition: emotion distributions from audio files or the microphone,
+    and adaptation of the model to your own unlabelled audio."""
+
+
+# ---------------------------------------------------------------- runtime commands (no torch)
+
+model_option = click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), default=None,
+                            help="An edgeser .onnx model (default: the bundled model).")
+threads_option = click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
+                              help="ONNX Runtime intra-op threads.")
+
+
+def _stream_options(f):
+    f = click.option("--window", "window_s", type=click.FloatRange(0.3, 60), default=None,
+                     help="Window in seconds (default: the model's).")(f)
+    f = click.option("--hop", "hop_s", type=click.FloatRange(0.02, 10), default=None,
+                     help="Seconds between distributions (default: the model's).")(f)
+    f = click.option("--smoothing", type=click.FloatRange(0, 0.99), default=0.5, show_default=True,
+                     help="Weight of the past in the moving average of distributions (0 = none).")(f)
+    f = click.option("--no-gate", is_flag=True, help="Emit distributions for silence too (no speech gate).")(f)
+    f = click.option("--jsonl", is_flag=True, help="One JSON object per distribution.")(f)
+    return f
+
+
+def _recognizer(model_path: str | None, threads: int = 1):
+    from .runtime import Recognizer
+
+    return Recognizer.load(model_path, threads=threads)
+
+
+@cli.command()
+@click.argument("files", nargs=-1, required=True, type=click.Path())
+@model_option
+@threads_option
+@click.option("--jsonl", is_flag=True, help="One JSON object per file instead of a table.")
+def predict(files: tuple[str, ...], model_path: str | None, threads: int, jsonl: bool) -> None:
+    """Emotion distribution of each audio FILE (any format soundfile reads, any rate, any length).
+    A file that cannot be read is reported and the others are still processed; the exit code is 1
+    when any file failed."""
+    from .display import table
+
+    rec = _recognizer(model_path, threads)
+    rows, failed = [], 0
+    for r in rec.predict_files(files):
+        failed += r.error is not None
+        if jsonl:
+            obj = {"path": r.path, "error": r.error}
+            if r.distribution is not None:
+                obj.update(top=r.distribution.top, distribution=r.distribution.to_dict(),
+                           speech_fraction=round(r.distribution.speech_fraction or 0.0, 3),
+                           duration_s=round(r.duration_s or 0.0, 3), warnings=r.warnings)
+            click.echo(json.dumps(obj))
+        elif r.distribution is None:
+            rows.append([r.path, "ERROR", ""] + [""] * len(rec.labels) + [r.error or ""])
+        else:
+            d = r.distribution
+            rows.append([r.path, d.top, f"{d.confidence:.2f}"] + [f"{d[k]:.3f}" for k in rec.labels]
+                        + ["; ".join(r.warnings)])
+    if not jsonl:
+        click.echo(table(rows, ["file", "top", "conf"] + rec.labels + ["notes"]))
+    if failed:
+        click.echo(f"error: {failed} of {len(files)} files failed", err=True)
+        sys.exit(1)
+
+
+@cli.command()
+@click.argument("file", type=click.Path())
+@model_option
+@threads_option
+@_stream_options
+@click.option("--realtime/--fast", default=False, show_default=True,
+              help="Pace the file like a live microphone, or run as fast as possible.")
+@click.option("--chunk-ms", type=click.IntRange(1, 10000), default=100, show_default=True,
+              help="Size of the chunks fed to the stream.")
+def stream(file: str, model_path: str | None, threads: int, window_s, hop_s, smoothing, no_gate, jsonl,
+           realtime: bool, chunk_ms: int) -> None:
+    """Run the streaming path over an audio FILE, as if it came from a microphone."""
+    from .audio import audio_info, iter_audio_blocks
+    from .display import EventPrinter
+
+    rec = _recognizer(model_path, threads)
+    sr, _, _ = audio_info(file)
+    st = rec.stream(sample_rate=sr, window_s=window_s, hop_s=hop_s, smoothing=smoothing, gate=not no_gate)
+    show = EventPrinter(rec.labels, jsonl=jsonl)
+    t0, fed = time.monotonic(), 0
+    for chunk in iter_audio_blocks(file, sr, chunk_ms / 1000):
+        if realtime:
+            time.sleep(max(0.0, t0 + fed / sr - time.monotonic()))
+        fed += len(chunk)
+        for ev in st.feed(chunk):
+            show(ev)
+    for ev in st.flush():
+        show(ev)
+
+
+@cli.command()
+@click.option("--device", "-d", default=None, help="Input device index or name (see 'edgeser devices').")
+@model_option
+@threads_option
+@_stream_options
+@click.option("--seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long (default: until Ctrl-C).")
+@click.option("--block-ms", type=click.IntRange(5, 1000), default=100, show_default=True, help="Capture block size.")
+def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jsonl, seconds, block_ms) -> None:
+    """Live emotion distributions from the microphone (Ctrl-C stops)."""
+    from .display import EventPrinter
+    from .runtime.microphone import Microphone, resolve_device
+
+    rec = _recognizer(model_path, threads)
+    dev = resolve_device(int(device) if device is not None and device.isdigit() else device)
+    show = EventPrinter(rec.labels, jsonl=jsonl)
+    st = None
+    with Microphone(device=dev.index, block_s=block_ms / 1000) as mic:
+        if not jsonl:
+            click.echo(f"listening on [{dev.index}] {dev.name} at {mic.samplerate} Hz (Ctrl-C stops)", err=True)
+        st = rec.stream(sample_rate=mic.samplerate, window_s=window_s, hop_s=hop_s, smoothing=smoothing,
+                        gate=not no_gate)
+        t_end = None if seconds is None else time.monotonic() + seconds
+        for chunk, _ in mic:
+            for ev in st.feed(chunk):
+                show(ev)
+            if t_end is not None and time.monotonic() >= t_end:
+                break
+        if mic.overflows and not jsonl:
+            click.echo(f"warning: {mic.overflows} audio blocks were dropped (the CPU did not keep up)", err=True)
+
+
+@cli.command()
+def devices() -> None:
+    """List audio input devices."""
+    from .runtime.microphone import list_devices
+
+    devs = list_devices()
+    if not devs:
+        _fail("no audio input devices found")
+    for d in devs:
+        click.echo(f"{'*' if d.is_default else ' '} [{d.index}] {d.name}  ({d.channels} ch, {d.default_samplerate:.0f} Hz)")
+
+
+@cli.command()
+@model_option
+@click.option("--seconds", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+              help="Audio streamed for the streaming measurement.")
+@click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
+def bench(model_path: str | None, seconds: float, out: str | None) -> None:
+    """Measure the runtime on this machine: latency per window on one thread, streaming CPU cost per
+    second of audio, real-time factor, peak memory, model size."""
+    from .runtime.bench import run_benchmark
+
+    res = run_benchmark(model_path, stream_seconds=seconds)
+    click.echo(json.dumps(res, indent=2))
+    if out:
+        Path(out).write_text(json.dumps(res, indent=2) + "\n")
+
+
+# ---------------------------------------------------------------- evaluation
+
+@cli.command()
+@click.argument("model", type=click.Path(dir_okay=False))
+@click.argument("manifest", type=click.Path())
+@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for report.json and plots.")
+@click.option("--reference", type=click.Choice(["labels", "votes", "listener"]), default="labels", show_default=True,
+              help="Compare with hard labels, votes_<label> columns, or EmoDB's listener_recognition_pct soft target.")
+@threads_option
+def evaluate(model: str, manifest: str, out_dir: str, reference: str, threads: int) -> None:
+    """UA, WA, macro-F1, per-class recall, confusion matrix, NLL, Brier, ECE (and JS / multi-label F1
+    against soft references) of MODEL (.onnx with the runtime only, or .pt) on a labelled MANIFEST."""
+    from .evaluate import evaluate_model
+
+    res = evaluate_model(model, manifest, out_dir, reference=reference, threads=threads)
+    click.echo(res["table"])
+    click.echo(f"report: {res['report']}" + (f" ({res['note']})" if res.get("note") else ""))
+
+
+# ---------------------------------------------------------------- training, adaptation, export (torch)
+
+def _need_torch() -> None:
+    try:
+        import torch  # noqa: F401
+    except ImportError:
+        _fail("this command needs the training extra: pip install 'edgeser[adapt]'")
+
+
+@cli.command()
+@click.option("--train", "train_manifests", multiple=True, required=True, type=click.Path(),
+              help="Labelled manifest CSV (repeatable).")
+@click.option("--val", "val_manifest", type=click.Path(), default=None, help="Validation manifest (best checkpoint by UA).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
+@click.option("--labels", default=None, help="Comma-separated label set (default: the labels of the training data).")
+@click.option("--targets", type=click.Choice(["hard", "listener", "votes-all", "votes-plurality", "votes-majority"]),
+              default="hard", show_default=True, help="Training targets: hard labels or distributions (see docs).")
+@click.option("--penalty-weight", type=float, default=0.0, show_default=True,
+              help="Weight of the co-occurrence penalty loss (needs votes_<label> columns).")
+@click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
+@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
+@click.option("--fresh", is_flag=True, help="Ignore a saved training state instead of resuming it.")
+def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, epochs, batch_size, lr, seed, device, fresh) -> None:
+    """Train a source classifier on labelled audio."""
+    _need_torch()
+    from .adapt.targets import build_targets
+    from .adapt.train import TrainConfig, labels_of, train as run_train
+    from .manifest import check_labels, read_manifest
+
+    clips = [c for m in train_manifests for c in read_manifest(m)]
+    if any(c.label is None for c in clips):
+        _fail("every training clip needs a label (manifest column 'label')")
+    label_set = labels.split(",") if labels else labels_of(clips)
+    check_labels(clips, label_set, "training data")
+    val = read_manifest(val_manifest) if val_manifest else None
+    if val:
+        check_labels(val, label_set, "validation data")
+        if any(c.label is None for c in val):
+            _fail("every validation clip needs a label")
+    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
+                      penalty_weight=penalty_weight)
+    clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
+    res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
+    click.echo(f"wrote {res['out']}" + (f" (best validation UA {res['best_val_ua']:.4f})" if res["best_val_ua"] is not None else ""))
+
+
+@cli.command()
+@click.argument("checkpoint", type=click.Path(dir_okay=False))
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
+@click.option("--parity-clip", multiple=True, type=click.Path(), help="Real clips for the parity check (default: the bundled demo clips).")
+@click.option("--tol", type=float, default=1e-4, show_default=True, help="Max abs probability difference allowed.")
+def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float) -> None:
+    """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check)."""
+    _need_torch()
+    from .export import export_onnx
+
+    res = export_onnx(checkpoint, out, parity_clip, tol)
+    p = res["parity"]
+    click.echo(f"wrote {out} ({res['bytes'] / 1e6:.2f} MB, labels {','.join(res['labels'])}); parity on {p['clips']} clips: "
+               f"max |Δp| {p['max_abs_prob_diff']:.1e} whole, {p['max_abs_prob_diff_streamed']:.1e} streamed")
+
+
+def _lalm_options(f):
+    f = click.option("--lalm-url", default=None, help="OpenAI-compatible base URL (e.g. http://host:8000/v1).")(f)
+    f = click.option("--lalm-model", default=None, help="Model name at that endpoint.")(f)
+    f = click.option("--lalm-predictions", type=click.Path(dir_okay=False), default=None,
+                     help="JSON lines of predictions obtained elsewhere (instead of an endpoint).")(f)
+    f = click.option("--k-lalm", type=click.IntRange(1, 64), default=5, show_default=True, help="LALM samples per clip.")(f)
+    f = click.option("--temperature", type=click.FloatRange(0, 2), default=1.0, show_default=True, help="LALM sampling temperature.")(f)
+    f = click.option("--cache", "cache_path", type=click.Path(dir_okay=False), default=None,
+                     help="SQLite cache of LALM answers (default: next to --out).")(f)
+    f = click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel LALM requests.")(f)
+    return f
+
+
+def _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, default_cache: Path):
+    from .adapt.teachers import LALMTeacher, PredictionsTeacher
+
+    if lalm_predictions and (lalm_url or lalm_model):
+        _fail("give either --lalm-predictions or --lalm-url/--lalm-model, not both", 2)
+    if lalm_predictions:
+        return PredictionsTeacher(lalm_predictions, labels)
+    if lalm_url and lalm_model:
+        return LALMTeacher(lalm_url, lalm_model, labels, temperature=temperature,
+                           cache_path=cache_path or default_cache, max_concurrency=concurrency)
+    if lalm_url or lalm_model:
+        _fail("--lalm-url and --lalm-model go together", 2)
+    return None
+
+
+@cli.command()
+@click.option("--source-model", required=True, type=click.Path(dir_okay=False), help="Source checkpoint (.pt).")
+@click.option("--target", required=True, type=click.Path(), help="Target manifest CSV or folder of audio (unlabelled).")
+@_lalm_options
+@click.option("--method", type=click.Choice(["mifuse", "sfuda", "shot", "nrc"]), default="mifuse", show_default=True,
+              help="mifuse (LALM + classifier teachers), sfuda (LALM pseudo-labels only), shot, nrc (no LALM).")
+@click.option("--out", required=True, type=click.Path(dir_okay=False), help="Student checkpoint to write (.pt).")
+@click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
+@click.option("--seed", type=int, default=0, show_default=True)
+@click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
+@click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
+def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency,
+          method, out, epochs, seed, device, fresh) -> None:
+    """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
+    manifest has them, are only used to report progress."""
+    _need_torch()
+    from .adapt.run import run_adaptation
+
+    res = run_adaptation(
+        source_model=source_model, target=target, method=method, out=out, epochs=epochs, seed=seed, device=device,
+        resume=not fresh, k_lalm=k_lalm,
+        make_lalm=lambda labels: _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, cache_path,
+                                               concurrency, Path(out).with_suffix(".lalm-cache.sqlite")))
+    click.echo(res["message"])
+
+
+@cli.command()
+@click.option("--target", required=True, type=click.Path(), help="Manifest CSV or folder of audio.")
+@_lalm_options
+@click.option("--labels", default="angry,happy,neutral,sad", show_default=True, help="Comma-separated label set.")
+@click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Votes CSV to write.")
+def annotate(target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency, labels, out) -> None:
+    """Write the LALM teacher's K samples per clip as synthetic votes (votes_<label> columns)."""
+    from .annotate import annotate as run_annotate
+
+    label_set = labels.split(",")
+    teacher = _lalm_teacher(label_set, lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
+                            Path(out).with_suffix(".lalm-cache.sqlite"))
+    if teacher is None:
+        _fail("annotate needs --lalm-url and --lalm-model, or --lalm-predictions", 2)
+    res = run_annotate(target, teacher, k_lalm, out)
+    click.echo(res["message"])
+
+
+def main() -> None:
+    """Entry point: user errors become one line on stderr and a non-zero exit, never a traceback."""
+    try:
+        cli.main(standalone_mode=False, prog_name="edgeser")
+    except click.exceptions.ClickException as e:
+        e.show()
+        sys.exit(e.exit_code)
+    except click.exceptions.Exit as e:
+        sys.exit(e.exit_code)
+    except (click.exceptions.Abort, KeyboardInterrupt):
+        click.echo("interrupted", err=True)
+        sys.exit(130)
+    except EdgeserError as e:
+        _fail(str(e))
+    except BrokenPipeError:
+        sys.exit(0)
+    except Exception as e:  # a bug: still one line, the traceback on demand
+        if os.environ.get("EDGESER_DEBUG"):
+            raise
+        _fail(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+              "(set EDGESER_DEBUG=1 for the traceback)")
+
+
+if __name__ == "__main__":
+    main()
