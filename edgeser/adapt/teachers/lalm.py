@@ -1,0 +1,450 @@
+"""LALM teacher: K answers per clip from an OpenAI-compatible chat-completions endpoint that accepts
+``input_audio`` (16-bit PCM WAV, base64), parsed into distributions; cached on disk as they arrive.
+
+Failure handling: timeouts, connection errors, 429 (``Retry-After`` honoured), 5xx and malformed
+response bodies are retried with exponential backoff and jitter; other 4xx fail the clip (after
+falling back from ``n`` to single calls on a 400); 401/403/404/405 and a server that cannot be
+reached at all raise :class:`~edgeser.errors.LALMError`. Ctrl-C stops the run; what was answered
+stays cached and the next run asks only for the rest.
+"""
+
+from __future__ import annotations
+
+import base64
+import email.utils
+import hashlib
+import http.client
+import io
+import json
+import os
+import queue
+import random
+import socket
+import sys
+import threading
+import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import wave
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Mapping, Sequence
+
+import numpy as np
+
+from ..._version import __version__
+from ...audio import load_audio
+from ...errors import LALMError
+from ...manifest import Clip
+from .base import Teacher, check_k, check_labels, nan_samples
+from .cache import AnswerCache, CacheKey
+from .parsing import LabelParser
+
+DEFAULT_SYSTEM = "You are an expert in recognising emotions from the sound of a speaker's voice."
+DEFAULT_PROMPT = ("Listen to the speaker's tone of voice (not the meaning of the words, which may be in any "
+                  "language). Which emotion does the speaker express: {labels}? "
+                  "Answer with exactly one word from this list and nothing else.")
+MAX_BACKOFF_S = 60.0
+MAX_RETRY_AFTER_S = 300.0
+_LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+
+
+def default_prompt(labels: Sequence[str]) -> str:
+    """The default user prompt for a label set."""
+    return DEFAULT_PROMPT.replace("{labels}", ", ".join(labels))
+
+
+def default_cache_path() -> Path:
+    """``$EDGESER_CACHE_DIR`` or ``$XDG_CACHE_HOME/edgeser`` or ``~/.cache/edgeser``, file ``lalm_answers.sqlite``."""
+    base = os.environ.get("EDGESER_CACHE_DIR") or os.path.join(
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeser")
+    return Path(base) / "lalm_answers.sqlite"
+
+
+def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
+    """float mono audio -> 16-bit PCM WAV file bytes (clipped to [-1, 1])."""
+    pcm = np.round(np.clip(np.asarray(audio, dtype=np.float64), -1.0, 1.0) * 32767.0).astype("<i2")
+    buf = io.BytesIO()
+    with wave.open(buf, "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(int(sample_rate))
+        w.writeframes(pcm.tobytes())
+    return buf.getvalue()
+
+
+def endpoint_url(url: str) -> str:
+    """API base (``http://host:port/v1``) or full ``.../chat/completions`` URL -> the POST URL."""
+    parts = urllib.parse.urlsplit(str(url).strip())
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LALMError(f"bad LALM URL {url!r}: expected http(s)://host[:port]/v1")
+    try:
+        parts.port
+    except ValueError:
+        raise LALMError(f"bad LALM URL {url!r}: invalid port") from None
+    path = parts.path.rstrip("/")
+    if not path.endswith("/chat/completions"):
+        path += "/chat/completions"
+    return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
+
+
+@dataclass
+class LALMUsage:
+    """Counters of the last :meth:`LALMTeacher.sample` call. ``calls`` counts HTTP requests sent
+    (retries included), ``failed_calls`` those that gave no answers, ``cached`` samples served from
+    the cache, ``unparsed_answers`` returned samples whose answer could not be parsed (NaN rows),
+    ``missing_samples`` samples with no answer at all (NaN rows); tokens as reported by the server."""
+
+    calls: int = 0
+    cached: int = 0
+    failed_calls: int = 0
+    unparsed_answers: int = 0
+    missing_samples: int = 0
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    last_error: str = ""
+
+    def summary(self) -> str:
+        s = (f"{self.calls} calls ({self.failed_calls} failed), {self.cached} cached answers, "
+             f"{self.unparsed_answers} unparsed, {self.missing_samples} missing; "
+             f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion")
+        return s + (f"; last error: {self.last_error}" if self.failed_calls and self.last_error else "")
+
+
+class _ClientError(Exception):
+    """A 4xx (other than 429/401/403/404/405): not retried."""
+
+    def __init__(self, code: int, message: str):
+        super().__init__(message)
+        self.code = code
+
+
+class _GaveUp(Exception):
+    """Every attempt failed with a retryable error; ``dead`` when all were connection failures."""
+
+    def __init__(self, dead: bool):
+        super().__init__("gave up")
+        self.dead = dead
+
+
+class _Stopped(Exception):
+    pass
+
+
+@dataclass
+class _Run:
+    """State of one ``sample`` call, shared by its workers."""
+
+    usage: LALMUsage = field(default_factory=LALMUsage)
+    stop: threading.Event = field(default_factory=threading.Event)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    ok_calls: int = 0
+    dead_streak: int = 0
+
+
+def _short(body: bytes) -> str:
+    try:
+        obj = json.loads(body)
+        msg = obj.get("error", {}).get("message") if isinstance(obj.get("error"), dict) else obj.get("error")
+        text = str(msg or body.decode("utf-8", "replace"))
+    except Exception:
+        text = body.decode("utf-8", "replace")
+    return " ".join(text.split())[:200]
+
+
+def _retry_after(value: str | None) -> float | None:
+    if not value:
+        return None
+    try:
+        return max(0.0, float(value))
+    except ValueError:
+        try:
+            return max(0.0, email.utils.parsedate_to_datetime(value).timestamp() - time.time())
+        except Exception:
+            return None
+
+
+def _content_text(choice: object) -> str:
+    msg = choice.get("message") if isinstance(choice, dict) else None
+    content = msg.get("content") if isinstance(msg, dict) else None
+    if isinstance(content, list):  # content parts
+        return "".join(p.get("text", "") for p in content if isinstance(p, dict) and isinstance(p.get("text"), str))
+    if content is None and isinstance(choice, dict) and isinstance(choice.get("text"), str):
+        return choice["text"]  # legacy completions shape
+    return content if isinstance(content, str) else ""
+
+
+class LALMTeacher(Teacher):
+    """K samples per clip from a large audio-language model behind an OpenAI-compatible API.
+
+    ``prompt`` may contain ``{labels}`` (replaced by the comma-separated label set); default
+    :func:`default_prompt`. ``cache_path`` None means :func:`default_cache_path`. ``synonyms``
+    extends the parser's table (word -> label). ``usage`` describes the last ``sample`` call."""
+
+    def __init__(self, url: str, model: str, labels: Sequence[str], prompt: str | None = None,
+                 temperature: float = 1.0, api_key_env: str = "EDGESER_LALM_API_KEY",
+                 cache_path: str | Path | None = None, max_concurrency: int = 4, timeout_s: float = 60.0,
+                 max_retries: int = 5, backoff_s: float = 1.0, use_n: bool = True, sample_rate: int = 16000,
+                 progress: bool = True, *, system_prompt: str | None = DEFAULT_SYSTEM, max_tokens: int = 16,
+                 synonyms: Mapping[str, str] | None = None):
+        self.labels = check_labels(labels)
+        self.endpoint = endpoint_url(url)
+        if not model or not isinstance(model, str):
+            raise LALMError("an LALM model name is required")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_tokens < 1:
+            raise ValueError("max_concurrency, max_tokens >= 1; max_retries, backoff_s >= 0; timeout_s > 0")
+        self.model, self.name = model, f"lalm:{model}"
+        self.prompt = (prompt if prompt is not None else DEFAULT_PROMPT).replace("{labels}", ", ".join(self.labels))
+        self.system_prompt, self.temperature, self.max_tokens = system_prompt, float(temperature), int(max_tokens)
+        self.max_concurrency, self.timeout_s = int(max_concurrency), float(timeout_s)
+        self.max_retries, self.backoff_s, self.use_n = int(max_retries), float(backoff_s), bool(use_n)
+        self.sample_rate, self.progress = int(sample_rate), bool(progress)
+        self.parser = LabelParser(self.labels, synonyms)
+        self.prompt_sha256 = hashlib.sha256(
+            json.dumps([self.system_prompt or "", self.prompt]).encode()).hexdigest()
+        self.cache = AnswerCache(cache_path if cache_path is not None else default_cache_path())
+        key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY")
+        self._headers = {"Content-Type": "application/json", "User-Agent": f"edgeser/{__version__}",
+                         **({"Authorization": f"Bearer {key}"} if key else {})}
+        host = urllib.parse.urlsplit(self.endpoint).hostname or ""
+        handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
+        self._opener = urllib.request.build_opener(*handlers)
+        self._n_rejected = False  # the server answered 400 to n > 1 and 200 to n == 1
+        self.usage = LALMUsage()
+
+    # ---------------------------------------------------------------- public
+    def sample(self, clips: Sequence[Clip], k: int) -> np.ndarray:
+        """``(N, k, C)``; NaN rows for unparseable answers and samples that could not be obtained."""
+        k = check_k(k)
+        clips = list(clips)
+        out = nan_samples(len(clips), k, len(self.labels))
+        run = _Run()  # per call: workers left over from an interrupted call keep their own (stopped) run
+        self.usage = run.usage
+        if not clips:
+            return out
+        jobs: queue.Queue = queue.Queue()
+        for item in enumerate(clips):
+            jobs.put(item)
+        results: queue.Queue = queue.Queue()
+        for w in range(min(self.max_concurrency, len(clips))):
+            threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
+                             name=f"edgeser-lalm-{w}").start()
+        done, last_print = 0, 0.0
+        try:
+            while done < len(clips):
+                try:
+                    item = results.get(timeout=0.1)
+                except queue.Empty:
+                    continue
+                if isinstance(item, BaseException):
+                    raise item
+                i, rows = item
+                out[i] = rows
+                done += 1
+                if self.progress and (time.monotonic() - last_print > 0.25 or done == len(clips)):
+                    last_print = time.monotonic()
+                    self._print_progress(run, done, len(clips))
+        except KeyboardInterrupt:
+            run.stop.set()
+            print(f"\n{self.name}: interrupted; {self.cache.count()} answers are cached in {self.cache.path},"
+                  " run again to resume", file=sys.stderr, flush=True)
+            raise
+        finally:
+            run.stop.set()
+            if self.progress and done:
+                print(file=sys.stderr, flush=True)
+        u = self.usage
+        if u.calls and not run.ok_calls and not u.cached:
+            raise LALMError(f"every request to {self.endpoint} failed ({u.calls} calls); last error: {u.last_error}")
+        return out
+
+    # --------------------------------------------------------------- workers
+    def _print_progress(self, run: _Run, done: int, total: int) -> None:
+        u = run.usage
+        print(f"\r{self.name}: {done}/{total} clips, {u.calls} calls ({u.failed_calls} failed), "
+              f"{u.cached} cached\033[K", end="", file=sys.stderr, flush=True)
+
+    def _worker(self, run: _Run, jobs: queue.Queue, results: queue.Queue, k: int) -> None:
+        while not run.stop.is_set():
+            try:
+                i, clip = jobs.get_nowait()
+            except queue.Empty:
+                return
+            try:
+                results.put((i, self._do_clip(run, clip, k)))
+            except _Stopped:
+                return
+            except BaseException as e:  # LALMError, AudioError, bugs: the main thread re-raises
+                run.stop.set()
+                results.put(e)
+                return
+
+    def _do_clip(self, run: _Run, clip: Clip, k: int) -> np.ndarray:
+        wav = wav_bytes(load_audio(clip.path, self.sample_rate), self.sample_rate)
+        key = CacheKey(hashlib.sha256(wav).hexdigest(), self.model, self.prompt_sha256, self.temperature)
+        texts = {i: a.text for i, a in self.cache.get(key).items() if i < k}
+        with run.lock:
+            run.usage.cached += len(texts)
+        missing = [i for i in range(k) if i not in texts]
+        if missing:
+            texts.update(self._fetch(run, key, base64.b64encode(wav).decode("ascii"), missing))
+        rows = nan_samples(1, k, len(self.labels))[0]
+        unparsed = 0
+        for i, text in texts.items():
+            dist = self.parser.parse(text)
+            if dist is None:
+                unparsed += 1
+            else:
+                rows[i] = dist
+        with run.lock:
+            run.usage.unparsed_answers += unparsed
+            run.usage.missing_samples += k - len(texts)
+        return rows
+
+    def _payload(self, b64: str, n: int | None) -> bytes:
+        messages: list[dict] = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
+        messages.append({"role": "user", "content": [
+            {"type": "text", "text": self.prompt},
+            {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]})
+        body: dict = {"model": self.model, "messages": messages, "temperature": self.temperature,
+                      "max_tokens": self.max_tokens}
+        if n is not None:
+            body["n"] = n
+        return json.dumps(body).encode()
+
+    def _store(self, key: CacheKey, indices: list[int], texts: list[str], tokens: tuple[int | None, int | None]
+               ) -> dict[int, str]:
+        share = [None if t is None else t / len(texts) for t in tokens]
+        rows = []
+        for i, text in zip(indices, texts):
+            dist = self.parser.parse(text)
+            rows.append((i, text, None if dist is None else dict(zip(self.labels, map(float, dist)))))
+        self.cache.put(key, rows, share[0], share[1])
+        return dict(zip(indices, texts))
+
+    def _fetch(self, run: _Run, key: CacheKey, b64: str, missing: list[int]) -> dict[int, str]:
+        """Answers for ``missing`` sample indices (cached as they arrive); fewer when calls fail."""
+        got: dict[int, str] = {}
+        todo = list(missing)
+        n_was_rejected = False
+        try:
+            if self.use_n and len(todo) > 1 and not self._n_rejected:
+                try:
+                    texts, tokens = self._post(run, self._payload(b64, len(todo)))
+                    texts = texts[:len(todo)]
+                    got.update(self._store(key, todo[:len(texts)], texts, tokens))
+                    todo = todo[len(texts):]
+                except _ClientError as e:
+                    if e.code != 400:
+                        return got
+                    n_was_rejected = True
+            for i in todo:
+                texts, tokens = self._post(run, self._payload(b64, None))
+                got.update(self._store(key, [i], texts[:1], tokens))
+                if n_was_rejected:
+                    self._n_rejected = True
+        except _ClientError:
+            return got
+        except _GaveUp as e:
+            if e.dead:
+                self._connection_failed(run)
+        return got
+
+    def _connection_failed(self, run: _Run) -> None:
+        with run.lock:
+            run.dead_streak += 1
+            never = run.ok_calls == 0
+            streak = run.dead_streak
+        if never:
+            raise LALMError(f"cannot connect to the LALM endpoint {self.endpoint} "
+                            f"({run.usage.last_error or 'connection refused'})")
+        if streak >= max(2, self.max_concurrency):
+            raise LALMError(f"the LALM endpoint {self.endpoint} stopped answering ({run.usage.last_error}); "
+                            f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume")
+
+    def _fail(self, run: _Run, message: str) -> None:
+        with run.lock:
+            run.usage.failed_calls += 1
+            run.usage.last_error = message
+
+    def _post(self, run: _Run, body: bytes) -> tuple[list[str], tuple[int | None, int | None]]:
+        """One request with retries: ``(answer texts, (prompt_tokens, completion_tokens))``."""
+        dead = True
+        for attempt in range(self.max_retries + 1):
+            if run.stop.is_set():
+                raise _Stopped()
+            with run.lock:
+                run.usage.calls += 1
+            wait = None
+            req = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
+            try:
+                with self._opener.open(req, timeout=self.timeout_s) as resp:
+                    raw = resp.read()
+                dead = False
+                result = self._parse_response(raw)
+                if result is not None:
+                    with run.lock:
+                        run.ok_calls += 1
+                        run.dead_streak = 0
+                        run.usage.prompt_tokens += result[1][0] or 0
+                        run.usage.completion_tokens += result[1][1] or 0
+                    return result
+                self._fail(run, f"malformed response body: {raw[:80]!r}")
+            except urllib.error.HTTPError as e:
+                dead = False
+                try:
+                    code, msg = e.code, _short(e.read() or b"")
+                except Exception:
+                    code, msg = e.code, str(e.reason)
+                self._fail(run, f"HTTP {code}: {msg}")
+                if code in (401, 403):
+                    raise LALMError(f"the LALM endpoint {self.endpoint} refused access (HTTP {code}: {msg}); "
+                                    "set EDGESER_LALM_API_KEY (or OPENAI_API_KEY)") from None
+                if code in (404, 405):
+                    raise LALMError(f"no chat-completions endpoint or model at {self.endpoint} (HTTP {code}: {msg}); "
+                                    "the URL should be the API base, e.g. http://host:port/v1") from None
+                if code != 429 and code < 500:
+                    raise _ClientError(code, msg) from None
+                wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
+            except (TimeoutError, socket.timeout) as e:
+                dead = False
+                self._fail(run, f"timed out after {self.timeout_s:g} s ({e})")
+            except urllib.error.URLError as e:
+                if isinstance(e.reason, (TimeoutError, socket.timeout)):
+                    dead = False
+                    self._fail(run, f"timed out after {self.timeout_s:g} s")
+                else:
+                    self._fail(run, f"connection failed ({e.reason})")
+            except (OSError, http.client.HTTPException) as e:  # reset, disconnected, bad status line
+                self._fail(run, f"connection failed ({type(e).__name__}: {e})")
+            if attempt == self.max_retries:
+                break
+            if wait is None:
+                wait = min(MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (1 + 0.25 * random.random())
+            if run.stop.wait(min(wait, MAX_RETRY_AFTER_S)):
+                raise _Stopped()
+        raise _GaveUp(dead)
+
+    @staticmethod
+    def _parse_response(raw: bytes) -> tuple[list[str], tuple[int | None, int | None]] | None:
+        try:
+            obj = json.loads(raw)
+            choices = obj["choices"]
+            if not isinstance(choices, list) or not choices:
+                return None
+            choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
+            usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
+            tok = tuple(int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+                        for v in (usage.get("prompt_tokens"), usage.get("completion_tokens")))
+            return [_content_text(c) for c in choices], tok  # type: ignore[return-value]
+        except Exception:
+            return None
+
+    def close(self) -> None:
+        """Close the cache."""
+        self.cache.close()
+
+
+__all__ = ["LALMTeacher", "LALMUsage", "DEFAULT_PROMPT", "DEFAULT_SYSTEM", "default_prompt",
+           "default_cache_path", "endpoint_url", "wav_bytes"]
