@@ -10,7 +10,7 @@ to the model's rate is the caller's job (``edgeser.audio.resample`` / a soxr str
     with Microphone("pulse", block_s=0.1) as mic:
         for chunk, sr in mic:
             ...
-        print(mic.dropped_blocks, mic.overflows)
+        print(mic.overflows)  # audio lost: dropped_blocks + input_overflows
 
 Linux/PulseAudio: PortAudio sees PulseAudio through ALSA's pulse plugin (Debian:
 ``libasound2-plugins``) as the ALSA devices ``pulse`` and ``default``; the plugin finds the server
@@ -163,7 +163,8 @@ class Microphone:
 
     The PortAudio callback copies each block into a bounded queue (``queue_s`` seconds); when the
     consumer falls behind, the oldest block is dropped (counted in :attr:`dropped_blocks`) so that
-    latency stays bounded. Input overflows reported by PortAudio are counted in :attr:`overflows`.
+    latency stays bounded. Input overflows reported by PortAudio (audio lost in the driver) are
+    counted in :attr:`input_overflows`; :attr:`overflows` is the sum: blocks' worth of audio lost.
     The stream opens on ``__enter__`` / the first ``next()`` and closes on :meth:`close`, on leaving
     the ``with`` block, or when iteration is abandoned and the object is collected.
     Iteration raises :class:`DeviceError` when no audio arrives for ``timeout_s`` seconds or the
@@ -199,14 +200,14 @@ class Microphone:
         self._lock = threading.Lock()
         self._stream = None
         self._closed = False
-        self.overflows = 0  #: PortAudio input overflows (audio lost before it reached us)
+        self.input_overflows = 0  #: PortAudio input overflows (audio lost before it reached us)
         self.dropped_blocks = 0  #: blocks dropped because the consumer fell behind
         self.blocks = 0  #: blocks received from PortAudio
 
     # -- stream ------------------------------------------------------------------------------
     def _callback(self, indata, frames, time_info, status) -> None:  # PortAudio thread
         if status and status.input_overflow:
-            self.overflows += 1
+            self.input_overflows += 1
         self.blocks += 1
         block = indata.copy()
         with self._lock:
@@ -282,6 +283,16 @@ class Microphone:
                     pass
 
     @property
+    def overflows(self) -> int:
+        """Audio lost for any reason: ``dropped_blocks + input_overflows`` (0 in a healthy stream)."""
+        return self.dropped_blocks + self.input_overflows
+
+    @property
+    def samplerate(self) -> int:
+        """Alias of :attr:`sample_rate` (sounddevice's spelling)."""
+        return self.sample_rate
+
+    @property
     def active(self) -> bool:
         return self._stream is not None and bool(self._stream.active)
 
@@ -350,5 +361,5 @@ def capture(
 
     The device is resolved now (a bad name fails here); the stream starts at the first ``next()``.
     The returned :class:`Microphone` is an iterator with ``close()`` (stops the stream) and the
-    counters ``dropped_blocks`` / ``overflows``."""
+    counters ``overflows`` = ``dropped_blocks`` (consumer too slow) + ``input_overflows`` (PortAudio)."""
     return Microphone(device, block_s=block_s, samplerate=samplerate, channels=channels)
