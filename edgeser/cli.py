@@ -105,8 +105,8 @@ def stream(file: str, model_path: str | None, threads: int, window_s, hop_s, smo
     from .audio import audio_info, iter_audio_blocks
     from .display import EventPrinter
 
+    sr, _, _ = audio_info(file)  # a bad file is reported before the model is loaded
     rec = _recognizer(model_path, threads)
-    sr, _, _ = audio_info(file)
     st = rec.stream(sample_rate=sr, window_s=window_s, hop_s=hop_s, smoothing=smoothing, gate=not no_gate)
     show = EventPrinter(rec.labels, jsonl=jsonl)
     t0, fed = time.monotonic(), 0

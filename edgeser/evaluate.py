@@ -61,5 +61,5 @@ def evaluate_model(model: str | Path, manifest: str | Path, out_dir: str | Path,
     metrics = compute_metrics(probs, labels, ref)
     metrics.update(model=str(model), manifest=str(manifest), reference=reference, labels=labels)
     files = write_report(out_dir, metrics, probs, ref, labels)
-    return {"metrics": metrics, "table": format_table(metrics, labels), "report": str(files.json_path),
+    return {"metrics": metrics, "table": format_table(metrics, labels), "report": str(files.json),
             "plots": [str(p) for p in files.plots], "note": files.note}
