@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import click
+import numpy as np
 
 from ._version import __version__
 from .errors import EdgeserError
@@ -149,6 +150,43 @@ def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jso
                 break
         if mic.overflows and not jsonl:
             click.echo(f"warning: {mic.overflows} audio blocks were dropped (the CPU did not keep up)", err=True)
+
+
+@cli.command()
+@model_option
+@click.option("--realtime/--fast", default=True, show_default=True, help="Play at speaking pace, or as fast as possible.")
+@click.option("--jsonl", is_flag=True, help="One JSON object per distribution.")
+def demo(model_path: str | None, realtime: bool, jsonl: bool) -> None:
+    """Stream the bundled EmoDB clips (CC0; speakers the default model was not trained on) through
+    the streaming runtime as if they came from a microphone, showing live distributions."""
+    from .audio import load_audio
+    from .demo import demo_clips, demo_manifest
+    from .display import EventPrinter
+    from .manifest import read_manifest
+
+    rec = _recognizer(model_path)
+    truth = {c.path.name: c.label for c in read_manifest(demo_manifest())}
+    hits, total = 0, 0
+    for path in demo_clips():
+        x = load_audio(path, rec.sample_rate)
+        x = np.concatenate([x, np.zeros(rec.sample_rate // 2, np.float32)])  # a short pause after each clip
+        st = rec.stream(sample_rate=rec.sample_rate, hop_s=0.25)
+        if not jsonl:
+            click.echo(f"\n▶ {path.name}  (acted emotion: {truth.get(path.name)})")
+        show = EventPrinter(rec.labels, jsonl=jsonl)
+        t0, step, last = time.monotonic(), rec.sample_rate // 10, None
+        for i in range(0, len(x), step):
+            if realtime:
+                time.sleep(max(0.0, t0 + i / rec.sample_rate - time.monotonic()))
+            for ev in st.feed(x[i: i + step]):
+                show(ev)
+                last = ev.distribution or last
+        total += 1
+        hits += bool(last and last.top == truth.get(path.name))
+        if not jsonl:
+            click.echo(f"  final: {last.top if last else '(no speech)'}")
+    if not jsonl:
+        click.echo(f"\n{hits} of {total} clips ended on the acted emotion.")
 
 
 @cli.command()
