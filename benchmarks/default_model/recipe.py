@@ -34,7 +34,7 @@ ONNX_OUT = REPO / "edgeser" / "runtime" / "default_model" / "edgeser-default.onn
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--epochs", type=int, default=40)
+    ap.add_argument("--epochs", type=int, default=20)
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--work", type=Path, default=REPO / "runs" / "default_model")
     ap.add_argument("--onnx", type=Path, default=ONNX_OUT)

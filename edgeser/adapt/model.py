@@ -35,6 +35,9 @@ class ModelConfig:
     bottleneck: int = 128
     dropout: float = 0.3
     encoder_dropout: float = 0.1
+    #: SpecAugment while training (0 = off): up to this many mel bins / frames masked, twice each
+    freq_mask: int = 8
+    time_mask: int = 20
     #: recommended streaming window and hop (seconds); hop is rounded to the embedding stride
     window_s: float = 2.0
     hop_s: float = 0.5
@@ -82,6 +85,20 @@ class _Block(nn.Module):
         return x[:, :, self.crop: x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x))))
 
 
+def _spec_augment(x: torch.Tensor, freq: int, time: int, n: int = 2) -> torch.Tensor:
+    """Zero two random bands of mel bins and of frames per example (SpecAugment; training only)."""
+    b, m, t = x.shape
+    keep = torch.ones_like(x)
+    for size, axis, length in ((freq, 1, m), (time, 2, t)):
+        for _ in range(n if size else 0):
+            w = torch.randint(0, size + 1, (b, 1), device=x.device)
+            s = (torch.rand(b, 1, device=x.device) * (length - w).clamp_min(1)).long()
+            pos = torch.arange(length, device=x.device)[None, :]
+            band = ((pos >= s) & (pos < s + w)).to(x.dtype)
+            keep = keep * (1 - (band[:, :, None] if axis == 1 else band[:, None, :]))
+    return x * keep
+
+
 class EmotionNet(nn.Module):
     """Compact CNN over log-mel frames; see the module docstring. Under 1 M parameters by default."""
 
@@ -105,7 +122,10 @@ class EmotionNet(nn.Module):
 
     def embed(self, wav: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` waveform -> ``[B, C, F]`` frame embeddings."""
-        return self.blocks(self.stem(self.input_norm(self.frontend(wav))))
+        x = self.input_norm(self.frontend(wav))
+        if self.training and (self.cfg.freq_mask or self.cfg.time_mask):
+            x = _spec_augment(x, self.cfg.freq_mask, self.cfg.time_mask)
+        return self.blocks(self.stem(x))
 
     @staticmethod
     def pool(emb: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
