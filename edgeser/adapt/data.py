@@ -118,8 +118,9 @@ def mc_samples(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device
                batch_size: int = 32, seed: int = 0) -> np.ndarray:
     """``K`` MC-dropout predictions per clip -> ``[N, K, C]``. The encoder runs once per pass;
     dropout (encoder and head) is on, batch norm frozen."""
-    torch.manual_seed(seed)
-    with mc_dropout(net):
+    devices = [device] if device.type == "cuda" else []
+    with torch.random.fork_rng(devices=devices), mc_dropout(net):  # the caller's RNG state is left alone
+        torch.manual_seed(seed)
         return np.stack([_softmax(forward_all(net, wavs, device, batch_size)) for _ in range(k)], axis=1)
 
 
