@@ -339,9 +339,11 @@ def _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, c
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
+@click.option("--penalty-weight", type=click.FloatRange(0), default=0.0, show_default=True,
+              help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip).")
 @click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
 def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency,
-          method, out, epochs, seed, device, fresh) -> None:
+          method, out, epochs, seed, device, penalty_weight, fresh) -> None:
     """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
     manifest has them, are only used to report progress."""
     _need_torch()
@@ -349,7 +351,7 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
 
     res = run_adaptation(
         source_model=source_model, target=target, method=method, out=out, epochs=epochs, seed=seed, device=device,
-        resume=not fresh, k_lalm=k_lalm,
+        resume=not fresh, k_lalm=k_lalm, penalty_weight=penalty_weight,
         make_lalm=lambda labels: _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, cache_path,
                                                concurrency, Path(out).with_suffix(".lalm-cache.sqlite")))
     click.echo(res["message"])

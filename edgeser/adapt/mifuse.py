@@ -67,7 +67,8 @@ from ..metrics import unweighted_accuracy
 from .checkpoint import load_model, load_state, save_checkpoint, save_state
 from .data import augment, batches, load_clips, pad_batch, pick_device, predict_probs, random_crops
 from .fusion import DEFAULT_METHOD, DEFAULT_RELATIVE, DEFAULT_TAU, DEFAULT_UNCERTAINTY, Fused, fuse, fusion_stats, sharpen
-from .losses import diversity_loss, soft_cross_entropy
+from ..labels import cooccurrence_penalty, votes_from_samples
+from .losses import cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
 from .model import EmotionNet, count_parameters
 from .progress import Progress, log
 from .teachers.classifier import ClassifierTeacher
@@ -91,6 +92,9 @@ class MIFuseConfig:
     fusion: str = DEFAULT_METHOD
     tau: float = DEFAULT_TAU
     #: what the teacher weights come from: "entropy" (H of the teacher's mean) or "mi" (BALD)
+    #: weight of the co-occurrence penalty loss; the penalty matrix comes from the co-occurrence of
+    #: emotions in the LALM's K answers per clip (its synthetic votes); 0 = off
+    penalty_weight: float = 0.0
     uncertainty: str = DEFAULT_UNCERTAINTY
     #: measure each teacher's uncertainty against its own mean over the target clips
     relative_uncertainty: bool = DEFAULT_RELATIVE
@@ -188,6 +192,17 @@ def _targets(fused: Fused, cfg: MIFuseConfig, lalm_only: bool) -> np.ndarray:
     return t.astype(np.float32)
 
 
+def _penalty(lalm: np.ndarray | None, cfg: MIFuseConfig, device: torch.device) -> torch.Tensor | None:
+    """Co-occurrence penalty matrix from the LALM's answers taken as votes (None when off)."""
+    if cfg.penalty_weight <= 0:
+        return None
+    if lalm is None:
+        raise ValueError("the co-occurrence penalty needs LALM samples: their votes give the co-occurrences")
+    votes = votes_from_samples(lalm)
+    votes = votes[votes.sum(axis=1) > 0]
+    return torch.from_numpy(cooccurrence_penalty(votes).astype(np.float32)).to(device)
+
+
 def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip], lalm_samples: np.ndarray | None,
                  out: str | Path, cfg: MIFuseConfig | None = None, progress: bool = True,
                  report_labels: bool = True, resume: bool = True,
@@ -273,6 +288,7 @@ def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip], 
     crop = int(cfg.crop_s * sr)
     amp = device.type == "cuda"
     summary: dict = {}
+    penalty = _penalty(lalm, cfg, device)
     for epoch in range(start, cfg.epochs):
         t0 = time.monotonic()
         if use_clf and (clf_samples is None or epoch % cfg.resample_every == 0):
@@ -301,6 +317,8 @@ def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip], 
                 ce = soft_cross_entropy(logits, t)
                 div = diversity_loss(logits)
                 loss = ce + cfg.diversity_weight * div
+                if penalty is not None:
+                    loss = loss + cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, penalty)
                 opt.zero_grad(set_to_none=True)
                 loss.backward()
                 opt.step()

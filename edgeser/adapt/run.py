@@ -16,10 +16,13 @@ METHODS = ("mifuse", "sfuda", "shot", "nrc")
 
 def run_adaptation(source_model: str | Path, target: str | Path, method: str, out: str | Path,
                    make_lalm: Callable[[list[str]], object | None], epochs: int | None = None, seed: int = 0,
-                   device: str | None = None, resume: bool = True, k_lalm: int = 5, progress: bool = True) -> dict:
+                   device: str | None = None, resume: bool = True, k_lalm: int = 5, progress: bool = True,
+                   penalty_weight: float = 0.0) -> dict:
     """Adapt ``source_model`` to the clips of ``target`` with ``method``; returns the summary and a
     one-line ``message``. ``make_lalm(labels)`` builds the LALM (or predictions-file) teacher, or
     returns None when none was configured."""
+    if penalty_weight and method not in ("mifuse", "sfuda"):
+        raise EdgeserError("--penalty-weight needs an LALM method (mifuse, sfuda): its answers give the co-occurrences")
     if method not in METHODS:
         raise EdgeserError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
     labels = read_checkpoint(source_model)["config"]["labels"]
@@ -40,7 +43,7 @@ def run_adaptation(source_model: str | Path, target: str | Path, method: str, ou
             log(usage.summary(), progress)
         from .mifuse import MIFuseConfig, mifuse_adapt, sfuda_adapt
 
-        cfg = replace(MIFuseConfig(), k_lalm=k_lalm, **over)
+        cfg = replace(MIFuseConfig(), k_lalm=k_lalm, penalty_weight=penalty_weight, **over)
         fn = mifuse_adapt if method == "mifuse" else sfuda_adapt
         res = fn(source_model, clips, samples, out, cfg, progress=progress, resume=resume)
     else:
