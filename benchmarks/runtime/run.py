@@ -52,7 +52,7 @@ Audio: the bundled demo clips (real speech) looped to {st['audio_s']:.0f} s, fed
 
 The streaming cost does not grow with the window: each hop encodes only the new audio plus the
 model's receptive-field context ({res['window_s']:.2f} s window, a distribution every {res['hop_s']:.2f} s).
-Peers (from their own reports, not measured here): silero-vad 4.7 ms CPU per second of audio on one thread.
+For comparison (../shared/notes/methods.md, measured earlier on these machines): silero-vad 4.7 ms CPU per second of audio on one thread.
 """
     (args.out / "results.md").write_text(md)
     print(md)
