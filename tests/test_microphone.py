@@ -32,8 +32,6 @@ except ImportError:  # tests/ is not a package: pytest put tests/ itself on sys.
     from pulse import pulse_missing_reason, virtual_microphone
 
 ANGRY = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb" / "audio" / "03a01Wa.flac"
-if not ANGRY.exists():
-    ANGRY = Path("/work/shared/data/emodb/audio/03a01Wa.flac")
 
 _MISSING = pulse_missing_reason()
 

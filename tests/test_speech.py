@@ -12,8 +12,6 @@ from edgeser.runtime.speech import FLOOR_DB, SpeechGate, frame_energy_db
 
 SR = 16000
 EMODB = Path(__file__).resolve().parents[2] / "shared" / "data" / "emodb" / "audio"
-if not EMODB.is_dir():
-    EMODB = Path("/work/shared/data/emodb/audio")
 ANGRY = EMODB / "03a01Wa.flac"
 
 
