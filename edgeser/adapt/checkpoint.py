@@ -9,6 +9,7 @@ import os
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 from ..errors import ModelError
@@ -61,3 +62,19 @@ def load_state(path: str | Path) -> dict | None:
     if not path.exists():
         return None
     return torch.load(path, map_location="cpu", weights_only=False)
+
+
+def rng_state(rng: np.random.Generator) -> dict:
+    """The random state a resumed run needs: numpy generator, torch CPU and (when present) all CUDA devices."""
+    st = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
+    if torch.cuda.is_available():
+        st["cuda"] = torch.cuda.get_rng_state_all()
+    return st
+
+
+def restore_rng_state(rng: np.random.Generator, st: dict) -> None:
+    """Undo :func:`rng_state` (the CUDA part only where it was saved and CUDA is present)."""
+    rng.bit_generator.state = st["numpy"]
+    torch.set_rng_state(st["torch"])
+    if "cuda" in st and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(st["cuda"])

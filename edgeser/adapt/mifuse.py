@@ -64,7 +64,7 @@ import torch
 
 from ..manifest import Clip
 from ..metrics import unweighted_accuracy
-from .checkpoint import load_model, load_state, save_checkpoint, save_state
+from .checkpoint import load_model, load_state, restore_rng_state, rng_state, save_checkpoint, save_state
 from .data import augment, batches, load_clips, pad_batch, pick_device, predict_probs, random_crops
 from .fusion import DEFAULT_METHOD, DEFAULT_RELATIVE, DEFAULT_TAU, DEFAULT_UNCERTAINTY, Fused, fuse, fusion_stats, sharpen
 from ..labels import cooccurrence_penalty, votes_from_samples
@@ -167,20 +167,6 @@ def _ua(y: np.ndarray, rows: np.ndarray, n_classes: int) -> float | None:
     return float(unweighted_accuracy(y[ok], np.nan_to_num(rows[ok]).argmax(axis=1), n_classes))
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
-    st = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-    if torch.cuda.is_available():
-        st["cuda"] = torch.cuda.get_rng_state_all()
-    return st
-
-
-def _set_rng_state(rng: np.random.Generator, st: dict) -> None:
-    rng.bit_generator.state = st["numpy"]
-    torch.set_rng_state(st["torch"])
-    if "cuda" in st and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(st["cuda"])
-
-
 def _targets(fused: Fused, cfg: MIFuseConfig, lalm_only: bool) -> np.ndarray:
     t = fused.target
     if lalm_only and cfg.lalm_target == "hard":
@@ -268,7 +254,7 @@ def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip], 
         opt.load_state_dict(state["optimizer"])
         clf_samples = state["classifier_samples"]
         start, step, history, initial = state["epoch"], state["step"], state["history"], state["initial"]
-        _set_rng_state(rng, state["rng"])
+        restore_rng_state(rng, state["rng"])
         log(f"resuming from {state_path} after epoch {start}/{cfg.epochs}", progress)
     else:
         if state is not None:
@@ -346,7 +332,7 @@ def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip], 
         save_checkpoint(out, student, **summary)
         save_state(state_path, {"student": student.state_dict(), "ema": None if ema is None else ema.state_dict(),
                                 "optimizer": opt.state_dict(), "epoch": epoch + 1, "step": step,
-                                "rng": _rng_state(rng), "classifier_samples": clf_samples,
+                                "rng": rng_state(rng), "classifier_samples": clf_samples,
                                 "lalm_samples": lalm, "history": history, "initial": initial,
                                 "mifuse_config": asdict(cfg), "fingerprint": fingerprint})
         fs = record["fusion"]["teachers"]

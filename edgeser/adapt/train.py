@@ -16,7 +16,7 @@ import torch
 
 from ..manifest import Clip
 from ..metrics import unweighted_accuracy
-from .checkpoint import load_state, save_checkpoint, save_state
+from .checkpoint import load_state, restore_rng_state, rng_state, save_checkpoint, save_state
 from .data import augment, batches, load_clips, pad_batch, pick_device, predict_probs, random_crops
 from .losses import cooccurrence_penalty_loss, soft_cross_entropy
 from .model import EmotionNet, ModelConfig, count_parameters
@@ -64,10 +64,6 @@ def class_weights(targets: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
-def _rng_state(rng: np.random.Generator) -> dict:
-    return {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-
-
 def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: str | Path,
           cfg: TrainConfig | None = None, labels: list[str] | None = None,
           targets: np.ndarray | None = None, penalty: np.ndarray | None = None,
@@ -102,8 +98,7 @@ def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: st
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
         sched.load_state_dict(state["scheduler"])
-        rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
+        restore_rng_state(rng, state["rng"])
         start, best, history = state["epoch"], state["best"], state["history"]
         log(f"resuming from {state_path} after epoch {start}/{cfg.epochs}", progress)
     elif state is not None:
@@ -144,7 +139,7 @@ def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: st
             best = score
             save_checkpoint(out, net, **summary, best_epoch=epoch + 1, best_val_ua=record.get("val_ua"))
         save_state(state_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "rng": _rng_state(rng), "epoch": epoch + 1,
+                                "scheduler": sched.state_dict(), "rng": rng_state(rng), "epoch": epoch + 1,
                                 "best": best, "history": history, "train_config": asdict(cfg),
                                 "n_train": len(wavs)})
         log(f"epoch {epoch + 1}: loss {record['loss']:.4f}"

@@ -41,7 +41,7 @@ import torch
 from ...errors import ManifestError, ModelError
 from ...manifest import Clip, check_labels, read_manifest
 from ...metrics import unweighted_accuracy
-from ..checkpoint import load_model, load_state, read_checkpoint, save_checkpoint, save_state
+from ..checkpoint import load_model, load_state, read_checkpoint, restore_rng_state, rng_state, save_checkpoint, save_state
 from ..data import augment, batches, forward_all, load_clips, pad_batch, pick_device, random_crops
 from ..model import EmotionNet
 from ..progress import Progress, log
@@ -251,10 +251,7 @@ def run_adaptation(method: Method, source: str | Path | EmotionNet, target_clips
     if state is not None and state.get("meta") == meta:
         net.load_state_dict(state["model"])
         opt.load_state_dict(state["optimizer"])
-        rng.bit_generator.state = state["rng"]["numpy"]
-        torch.set_rng_state(state["rng"]["torch"])
-        if device.type == "cuda" and "cuda" in state["rng"]:
-            torch.cuda.set_rng_state(state["rng"]["cuda"], device)
+        restore_rng_state(rng, state["rng"])
         method.load_state_dict(state["method"], device)
         start, history = state["epoch"], state["history"]
         log(f"resuming from {state_path} after epoch {start}/{cfg.epochs}", progress)
@@ -328,7 +325,7 @@ def run_adaptation(method: Method, source: str | Path | EmotionNet, target_clips
                    **{k: source_summary[k] for k in CARRIED_SUMMARY_KEYS if k in source_summary}}
         save_checkpoint(out, net, **summary)
         save_state(state_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                "rng": _rng_state(rng, device),
+                                "rng": rng_state(rng),
                                 "method": method.state_dict(), "epoch": epoch + 1, "history": history,
                                 "meta": meta})
         log(f"{method.name} epoch {epoch + 1}: loss {record['loss']:.4f}"
@@ -341,10 +338,3 @@ def _result(out: Path, method: Method, cfg: AdaptConfig, history: list[dict]) ->
     last = history[-1] if history else {}
     return {"out": str(out), "method": method.name, "epochs": cfg.epochs, "history": history,
             "final_target_ua": last.get("target_ua")}
-
-
-def _rng_state(rng: np.random.Generator, device: torch.device) -> dict:
-    state = {"numpy": rng.bit_generator.state, "torch": torch.get_rng_state()}
-    if device.type == "cuda":
-        state["cuda"] = torch.cuda.get_rng_state(device)
-    return state
