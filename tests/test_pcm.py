@@ -75,3 +75,10 @@ def test_format_validation():
         PCMDecoder(PCMFormat(16000)).decode(np.zeros(4, np.int16))
     with pytest.raises(AudioError, match="bytes"):
         decode_pcm16("abcd")
+
+
+def test_to_audio_decodes_bytes_and_passes_arrays():
+    dec = PCMDecoder(PCMFormat(16000))
+    a = np.zeros(3, np.float32)
+    assert dec.to_audio(a) is a
+    assert dec.to_audio(b"\x00\x80\xff").tolist() == [[-1.0]] and dec.pending == 1

@@ -97,6 +97,10 @@ class PCMDecoder:
         self._tail = raw[whole:].tobytes()
         return decode_pcm16(raw[:whole], self.channels)
 
+    def to_audio(self, chunk):
+        """``bytes``-like chunks are decoded (:meth:`decode`); arrays are returned unchanged."""
+        return self.decode(chunk) if isinstance(chunk, PCM_TYPES) else chunk
+
     def reset(self) -> None:
         """Drop a kept incomplete frame (e.g. when the stream starts over)."""
         self._tail = b""
