@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import itertools
 import threading
 import time
 
@@ -54,7 +55,7 @@ def cut(n: int, rng: np.random.Generator, lo: int, hi: int) -> list[tuple[int, i
     edges = [0]
     while edges[-1] < n:
         edges.append(min(n, edges[-1] + int(rng.integers(lo, hi))))
-    return list(zip(edges[:-1], edges[1:]))
+    return list(itertools.pairwise(edges))
 
 
 def test_same_events_as_the_sync_stream(rec, speech):

@@ -7,9 +7,10 @@ loop keeps serving the app's other tasks (network, UI, a voice pipeline) while a
 from __future__ import annotations
 
 import asyncio
+from collections.abc import AsyncIterable, AsyncIterator
 from concurrent.futures import Executor
 from contextlib import suppress
-from typing import Any, AsyncIterable, AsyncIterator
+from typing import Any
 
 from .pcm import PCMDecoder, PCMFormat
 
@@ -78,7 +79,7 @@ async def astream(target: Any, source: AsyncIterable, *, sample_rate: int = 1600
         try:
             async for chunk in source:
                 await queue.put(chunk)
-        except Exception as e:  # handed to the consumer, raised there
+        except Exception as e:
             await queue.put(_SourceFailed(e))
         else:
             await queue.put(_END)

@@ -7,7 +7,8 @@ emotion changes, with hysteresis so that a UI does not flicker between two close
 
 from __future__ import annotations
 
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 from .distribution import Distribution
 
