@@ -13,13 +13,13 @@ import pytest
 
 pytest.importorskip("pipecat", reason="needs the pipecat extra: pip install 'edgeser[pipecat]' (Python >= 3.11)")
 
-from pipecat.frames.frames import InputAudioRawFrame, TextFrame, TranscriptionFrame, UserAudioRawFrame
+from pipecat.frames.frames import ErrorFrame, InputAudioRawFrame, TextFrame, TranscriptionFrame, UserAudioRawFrame
 from pipecat.tests.utils import run_test
 
 from edgeser.audio import load_audio
 from edgeser.demo import DEMO_DIR
 from edgeser.integrations.pipecat import METADATA_KEY, EmotionFrame, EmotionProcessor
-from edgeser.runtime import Recognizer
+from edgeser.runtime import EmotionStream, Recognizer
 from edgeser.runtime.pcm import PCMDecoder, PCMFormat
 
 REPO = Path(__file__).resolve().parents[1]
@@ -43,7 +43,8 @@ def pcm_frames(path, rate: int, channels: int, frame_ms: int = 20, cls=InputAudi
 
 
 def run(processor, frames):
-    down, up = asyncio.run(run_test(processor, frames_to_send=frames, start_timeout=60))
+    # a hang (e.g. a transcription waiting for analysis that never comes) fails instead of blocking the suite
+    down, up = asyncio.run(asyncio.wait_for(run_test(processor, frames_to_send=frames, start_timeout=60), 120))
     return list(down), list(up)
 
 
@@ -110,6 +111,39 @@ def test_not_annotating_by_default(rec):
     text = TranscriptionFrame(text="Hallo.", user_id="u", timestamp="t0")
     down, _ = run(EmotionProcessor(rec), [*pcm_frames(ANGRY, 16000, 1), text])
     assert text in down and text.metadata == {}
+
+
+class FailingStream(EmotionStream):
+    """A real stream that breaks after a few chunks (fault injection: the analysis must not stop the audio)."""
+
+    calls = 0
+
+    def feed(self, chunk):
+        FailingStream.calls += 1
+        if FailingStream.calls > 10:
+            raise RuntimeError("inference broke")
+        return super().feed(chunk)
+
+
+class FailingRecognizer(Recognizer):
+    def stream(self, sample_rate=16000, **options):
+        return FailingStream(self, sample_rate=sample_rate, **options)
+
+
+def test_a_failing_analysis_reports_an_error_and_the_audio_keeps_flowing(rec):
+    frames = pcm_frames(SAD, 16000, 1)
+    text = TranscriptionFrame(text="Ich gehe nach Hause.", user_id="u", timestamp="t0")
+    proc = EmotionProcessor(FailingRecognizer(rec.model), annotate_transcriptions=True)
+    down, up = run(proc, [*frames, text])
+    assert [f for f in down if isinstance(f, InputAudioRawFrame)] == frames and text in down
+    errors = [f for f in up if isinstance(f, ErrorFrame)]
+    assert len(errors) == 1 and "inference broke" in errors[0].error and not errors[0].fatal
+    assert isinstance(proc.failed, RuntimeError) and FailingStream.calls == 11
+
+
+def test_bad_stream_options_fail_at_construction(rec):
+    with pytest.raises(ValueError, match="smoothing"):
+        EmotionProcessor(rec, stream_options={"smoothing": 1.5})
 
 
 def _example():

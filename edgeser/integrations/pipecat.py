@@ -86,7 +86,9 @@ class EmotionProcessor(FrameProcessor):
     ``smoothing``, ``gate``) go to ``Recognizer.stream``; ``margin`` / ``persist`` set the
     hysteresis of ``top``. Audio waits in a queue of ``max_pending`` frames for the worker; if
     inference falls that far behind, the processor waits for room (audio is never dropped) and the
-    frames after it are delayed. A change of sample rate or channel count starts a new stream."""
+    frames after it are delayed. A change of sample rate or channel count starts a new stream. If the
+    analysis fails, an ``ErrorFrame`` (non-fatal) goes upstream, ``failed`` holds the exception and
+    the audio keeps flowing, unanalysed."""
 
     def __init__(self, recognizer=None, *, margin: float = 0.1, persist: int = 2, annotate_transcriptions: bool = False,
                  max_pending: int = 256, stream_options: dict | None = None, **kwargs):
@@ -97,6 +99,7 @@ class EmotionProcessor(FrameProcessor):
             recognizer = Recognizer.load()
         self.recognizer = recognizer
         self.stream_options = dict(stream_options or {})
+        recognizer.stream(16000, **self.stream_options)  # bad options fail here, not in the running pipeline
         self.annotate_transcriptions = annotate_transcriptions
         self.max_pending = int(max_pending)
         self.tracker = TopTracker(margin=margin, persist=persist)
@@ -105,6 +108,8 @@ class EmotionProcessor(FrameProcessor):
         self._format: tuple[int, int] | None = None
         self._turn_sum: np.ndarray | None = None
         self._turn_n = 0
+        #: the exception that stopped the analysis (reported upstream as an ErrorFrame), else None
+        self.failed: Exception | None = None
         self._register_event_handler("on_emotion", sync=True)
         self._register_event_handler("on_emotion_change", sync=True)
 
@@ -137,6 +142,8 @@ class EmotionProcessor(FrameProcessor):
     # ------------------------------------------------------------------ internals
 
     async def _analyse(self, frame: InputAudioRawFrame) -> None:
+        if self.failed is not None:
+            return
         fmt = (int(frame.sample_rate), int(frame.num_channels))
         if self._worker is None or fmt != self._format:
             await self._finish()
@@ -151,19 +158,27 @@ class EmotionProcessor(FrameProcessor):
         """The worker: chunks in order, each decoded and analysed in a thread; barriers are set once the
         audio queued before them has been analysed and its events pushed."""
         decoder = PCMDecoder(PCMFormat(*fmt))
-        while True:
-            item = await queue.get()
-            if isinstance(item, asyncio.Event):
-                item.set()
-                continue
-            if item is _END:
-                events = await asyncio.to_thread(lambda: list(stream.flush()))
-            else:
-                events = await asyncio.to_thread(lambda b=item: list(stream.feed(decoder.decode(b))))
-            for ev in events:
-                await self._emit(ev, user_id)
-            if item is _END:
-                return
+        try:
+            while True:
+                item = await queue.get()
+                if isinstance(item, asyncio.Event):
+                    item.set()
+                    continue
+                if item is _END:
+                    events = await asyncio.to_thread(lambda: list(stream.flush()))
+                else:
+                    events = await asyncio.to_thread(lambda b=item: list(stream.feed(decoder.decode(b))))
+                for ev in events:
+                    await self._emit(ev, user_id)
+                if item is _END:
+                    return
+        except Exception as e:  # noqa: BLE001 - reported in the pipeline; the audio keeps flowing
+            self.failed = e
+            while not queue.empty():  # release whoever waits on a barrier
+                item = queue.get_nowait()
+                if isinstance(item, asyncio.Event):
+                    item.set()
+            await self.push_error(f"edgeser emotion analysis stopped: {e}", exception=e)
 
     async def _emit(self, ev, user_id: str) -> None:
         change = self.tracker.update(ev.distribution)
@@ -188,7 +203,7 @@ class EmotionProcessor(FrameProcessor):
 
     async def _catch_up(self) -> None:
         """Wait until the audio received so far has been analysed and its events pushed."""
-        if self._worker is not None:
+        if self._worker is not None and not self._worker.done():
             barrier = asyncio.Event()
             await self._queue.put(barrier)
             await barrier.wait()
@@ -196,7 +211,7 @@ class EmotionProcessor(FrameProcessor):
     async def _finish(self) -> None:
         """End of the audio: flush the stream, wait until its last events are pushed."""
         worker, self._worker = self._worker, None
-        if worker is not None:
+        if worker is not None and not worker.done():
             await self._queue.put(_END)
             await worker
 
