@@ -56,6 +56,11 @@ def _recognizer(model_path: str | None, threads: int = 1):
     return Recognizer.load(model_path, threads=threads)
 
 
+def _open_stream(rec, sample_rate: int, window_s, hop_s, smoothing, no_gate):
+    """The stream of ``stream`` and ``demo``: the options of :func:`_stream_options`, one set of defaults."""
+    return rec.stream(sample_rate=sample_rate, window_s=window_s, hop_s=hop_s, smoothing=smoothing, gate=not no_gate)
+
+
 @cli.command()
 @click.argument("files", nargs=-1, required=True, type=click.Path())
 @model_option
@@ -108,7 +113,7 @@ def stream(file: str, model_path: str | None, threads: int, window_s, hop_s, smo
 
     sr, _, _ = audio_info(file)  # a bad file is reported before the model is loaded
     rec = _recognizer(model_path, threads)
-    st = rec.stream(sample_rate=sr, window_s=window_s, hop_s=hop_s, smoothing=smoothing, gate=not no_gate)
+    st = _open_stream(rec, sr, window_s, hop_s, smoothing, no_gate)
     show = EventPrinter(rec.labels, jsonl=jsonl)
     t0, fed = time.monotonic(), 0
     for chunk in iter_audio_blocks(file, sr, chunk_ms / 1000):
@@ -152,13 +157,33 @@ def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jso
             click.echo(f"warning: {mic.overflows} audio blocks were dropped (the CPU did not keep up)", err=True)
 
 
+def _demo_header(rec, n_clips: int, window_s, hop_s, smoothing, no_gate) -> str:
+    """What the demo shows, with the values in use."""
+    hop, window = hop_s or rec.model.hop_s, window_s or rec.model.window_s
+    smooth = (f"bars show {smoothing:g} x the previous distribution + {1 - smoothing:g} x the new window's "
+              "(--smoothing 0: raw)" if smoothing else "none: bars show each window's own distribution")
+    gate = ("--no-gate: silence is scored too" if no_gate else
+            "too little sound in the last second: nothing is scored (--no-gate scores anyway)")
+    return "\n".join([
+        f"edgeser demo: {n_clips} EmoDB clips (CC0; speakers the model was not trained on), each followed by",
+        f"0.5 s of silence, streamed through {rec.path.name} as if they came from a microphone.",
+        f"  hop, window  every {hop:.2f} s the model scores the last {window:.1f} s of audio; the first score",
+        "               comes once enough audio has arrived (\"first after\" below)",
+        f"  smoothing    {smooth}",
+        f"  no speech    {gate}",
+        "  final        the clip's last distribution shown, after its end; compared with the acted emotion",
+        "Options and defaults are those of 'edgeser stream FILE' (--hop, --window, --smoothing, --no-gate).",
+    ])
+
+
 @cli.command()
 @model_option
+@_stream_options
 @click.option("--realtime/--fast", default=True, show_default=True, help="Play at speaking pace, or as fast as possible.")
-@click.option("--jsonl", is_flag=True, help="One JSON object per distribution.")
-def demo(model_path: str | None, realtime: bool, jsonl: bool) -> None:
+def demo(model_path: str | None, window_s, hop_s, smoothing, no_gate, jsonl: bool, realtime: bool) -> None:
     """Stream the bundled EmoDB clips (CC0; speakers the default model was not trained on) through
-    the streaming runtime as if they came from a microphone, showing live distributions."""
+    the streaming runtime as if they came from a microphone, showing live distributions. Takes the
+    same stream options, with the same defaults, as 'edgeser stream'."""
     from .audio import load_audio
     from .demo import demo_clips, demo_manifest
     from .display import EventPrinter
@@ -166,27 +191,38 @@ def demo(model_path: str | None, realtime: bool, jsonl: bool) -> None:
 
     rec = _recognizer(model_path)
     truth = {c.path.name: c.label for c in read_manifest(demo_manifest())}
-    hits, total = 0, 0
-    for path in demo_clips():
+    clips = demo_clips()
+    if not jsonl:
+        click.echo(_demo_header(rec, len(clips), window_s, hop_s, smoothing, no_gate))
+    hits = 0
+    for path in clips:
         x = load_audio(path, rec.sample_rate)
         x = np.concatenate([x, np.zeros(rec.sample_rate // 2, np.float32)])  # a short pause after each clip
-        st = rec.stream(sample_rate=rec.sample_rate, hop_s=0.25)
+        st = _open_stream(rec, rec.sample_rate, window_s, hop_s, smoothing, no_gate)
         if not jsonl:
             click.echo(f"\n▶ {path.name}  (acted emotion: {truth.get(path.name)})")
         show = EventPrinter(rec.labels, jsonl=jsonl)
-        t0, step, last = time.monotonic(), rec.sample_rate // 10, None
+        seen = []
+
+        def on(events):
+            for ev in events:
+                show(ev)
+                seen.append(ev)
+
+        t0, step = time.monotonic(), rec.sample_rate // 10
         for i in range(0, len(x), step):
             if realtime:
                 time.sleep(max(0.0, t0 + i / rec.sample_rate - time.monotonic()))
-            for ev in st.feed(x[i: i + step]):
-                show(ev)
-                last = ev.distribution or last
-        total += 1
+            on(st.feed(x[i: i + step]))
+        on(st.flush())
+        first = seen[0].time_s if seen else None
+        last = next((ev.distribution for ev in reversed(seen) if ev.distribution is not None), None)
         hits += bool(last and last.top == truth.get(path.name))
         if not jsonl:
-            click.echo(f"  final: {last.top if last else '(no speech)'}")
+            when = f"first after {first:.2f} s of audio" if first is not None else "clip shorter than one window"
+            click.echo(f"  final: {last.top if last else '(no speech)'}  ({when})")
     if not jsonl:
-        click.echo(f"\n{hits} of {total} clips ended on the acted emotion.")
+        click.echo(f"\n{hits} of {len(clips)} clips ended on the acted emotion.")
 
 
 @cli.command()
