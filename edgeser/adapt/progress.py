@@ -1,4 +1,7 @@
-"""Minimal progress reporting on stderr (no dependency): a counter line that rewrites itself."""
+"""Minimal progress reporting on stderr (no dependency).
+
+On a terminal the counter line rewrites itself; into a log (stderr not a TTY) it prints plain lines,
+at most one every ``log_every_s`` seconds plus the last one, with no control characters."""
 
 from __future__ import annotations
 
@@ -9,25 +12,36 @@ import time
 class Progress:
     """``with Progress(total, "adapting") as p: p.update(n, loss=0.3)``. Silent when ``enabled`` is False."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, every_s: float = 0.5):
-        self.total, self.desc, self.enabled, self.every_s = total, desc, enabled, every_s
-        self.done, self._t0, self._last = 0, time.monotonic(), 0.0
+    def __init__(self, total: int, desc: str, enabled: bool = True, every_s: float = 0.5,
+                 log_every_s: float = 10.0):
+        self.total, self.desc, self.enabled = total, desc, enabled
+        self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
+        self.every_s = every_s if self.tty else log_every_s
+        self.done, self._t0, self._last = 0, time.monotonic(), time.monotonic() if not self.tty else 0.0
+        self._printed = False
+
+    def line(self, **info: float | str) -> str:
+        """The text of the progress line (no control characters)."""
+        extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
+        rate = self.done / max(time.monotonic() - self._t0, 1e-9)
+        return f"{self.desc}: {self.done}/{self.total} ({rate:.1f}/s) {extra}".rstrip()
 
     def update(self, n: int = 1, **info: float | str) -> None:
         self.done += n
         now = time.monotonic()
         if self.enabled and (now - self._last >= self.every_s or self.done >= self.total):
             self._last = now
-            extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
-            rate = self.done / max(now - self._t0, 1e-9)
-            print(f"\r{self.desc}: {self.done}/{self.total} ({rate:.1f}/s) {extra}\033[K", end="",
-                  file=sys.stderr, flush=True)
+            if self.tty:
+                print(f"\r{self.line(**info)}\033[K", end="", file=sys.stderr, flush=True)
+                self._printed = True
+            else:
+                print(self.line(**info), file=sys.stderr, flush=True)
 
     def __enter__(self) -> "Progress":
         return self
 
     def __exit__(self, *exc: object) -> None:
-        if self.enabled:
+        if self.enabled and self.tty and self._printed:
             print(file=sys.stderr, flush=True)
 
 
