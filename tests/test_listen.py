@@ -45,20 +45,32 @@ def test_listen_jsonl_real_device(tmp_path):
                "--smoothing", "0"]
         proc = subprocess.Popen(cmd, env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events: list[tuple[float, dict]] = []
+        arrived = threading.Condition()
 
         def reader():
             for line in proc.stdout:
-                events.append((time.monotonic(), json.loads(line)))
+                with arrived:
+                    events.append((time.monotonic(), json.loads(line)))
+                    arrived.notify_all()
+
+        def wait_for(condition, what: str, timeout: float = 30.0) -> None:
+            with arrived:
+                if not arrived.wait_for(lambda: condition() or proc.poll() is not None, timeout=timeout) \
+                        or not condition():
+                    proc.terminate()
+                    raise AssertionError(f"no {what} (exit code {proc.wait(timeout=10)}): {proc.stderr.read()}")
 
         t = threading.Thread(target=reader, daemon=True)
         t.start()
-        time.sleep(2.0)  # the stream is open and hears silence
+        # the stream is open and has judged some silence: three events before anything is played
+        wait_for(lambda: len(events) >= 3, "the first events of silence")
         marks = {"angry_start": time.monotonic()}
         vm.play(angry).wait(timeout=30)
         marks["angry_end"] = marks["sad_start"] = time.monotonic()
         vm.play(sad).wait(timeout=30)
         marks["sad_end"] = time.monotonic()
-        time.sleep(1.0)
+        # the windows that end after the last clip have arrived
+        wait_for(lambda: sum(a > marks["sad_end"] for a, _ in events) >= 3, "the events after playback")
         proc.terminate()
         proc.wait(timeout=10)
         t.join(timeout=5)
