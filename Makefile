@@ -16,8 +16,8 @@ install: $(BIN)/python
 
 # [adapt] pins torch==2.13.0 (CPU wheel on these machines); never add onnxruntime-gpu beside onnxruntime
 install-dev: $(BIN)/python
-	bash scripts/ci_apt.sh
-	$(BIN)/pip install -q -e '.[adapt,dev]'
+	$(BIN)/pip install -q -e '.[adapt,dev,pipecat,bench]'
+	PYTHON=$(BIN)/python bash scripts/ci_apt.sh
 
 demo: install
 	$(BIN)/edgeser demo

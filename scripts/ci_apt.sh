@@ -4,13 +4,14 @@
 #   pulseaudio          the server the microphone tests start (tests/pulse.py)
 #   pulseaudio-utils    pactl, paplay, parec
 #   libasound2-plugins  ALSA's pulse plugin: how PortAudio reaches PulseAudio
-#   libsndfile1         only when the soundfile wheel cannot load its bundled copy
+#   libsndfile1         only when the soundfile of $PYTHON (the project's venv) cannot load its bundled copy
 # Fast when everything is there (dpkg-query only, no apt-get update). Needs root or passwordless sudo.
-# Usage: scripts/ci_apt.sh            (PYTHON=python3.11 scripts/ci_apt.sh to check another interpreter)
+# Usage: PYTHON=.venv/bin/python scripts/ci_apt.sh   (run after the venv has soundfile installed; the
+#        Makefile does this. Without PYTHON, libsndfile1 is not considered.)
 set -euo pipefail
 
 pkgs=(libportaudio2 pulseaudio pulseaudio-utils libasound2-plugins)
-if ! "${PYTHON:-python3}" -c "import soundfile" >/dev/null 2>&1; then
+if [ -n "${PYTHON:-}" ] && ! "$PYTHON" -c "import soundfile" >/dev/null 2>&1; then
     pkgs+=(libsndfile1)
 fi
 
