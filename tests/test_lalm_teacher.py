@@ -371,7 +371,11 @@ def test_ctrl_c_keeps_what_was_cached_and_a_rerun_resumes(start_server, clips, t
     t = teacher(url, tmp_path, max_concurrency=1)
     with pytest.raises(KeyboardInterrupt):
         t.sample(clips[:4], k=2)
-    time.sleep(0.6)  # an in-flight request still lands in the cache
+    # an in-flight request still lands in the cache: wait until the stopped workers have finished it
+    for th in threading.enumerate():
+        if th.name.startswith("edgeser-lalm-"):
+            th.join(timeout=30)
+            assert not th.is_alive(), "an LALM worker did not stop"
     cached = AnswerCache(tmp_path / "cache.sqlite").count()
     assert cached % 2 == 0 and 2 <= cached < 8
     assert "interrupted" in capsys.readouterr().err

@@ -4,14 +4,22 @@
 Failure handling: timeouts, connection errors, 429 (``Retry-After`` honoured), 5xx and malformed
 response bodies are retried with exponential backoff and jitter; other 4xx fail the clip (after
 falling back from ``n`` to single calls on a 400); 401/403/404/405 and a server that cannot be
-reached at all raise :class:`~edgeser.errors.LALMError`. Ctrl-C stops the run; what was answered
-stays cached and the next run asks only for the rest.
+reached at all raise :class:`~edgeser.errors.LALMError`, and so does a run of
+``max_consecutive_failures`` failed calls in a row. Ctrl-C stops the run; what was answered stays
+cached and the next run asks only for the rest. A clip whose audio cannot be read gets NaN rows and
+is listed in ``usage.unreadable``; the other clips go on.
+
+Credentials (the API key, a password in the URL, query-string values) are sent only to the
+configured origin: redirects are never followed, and every message, error and stored text is
+redacted (:func:`redact_url`, :meth:`LALMTeacher.redact`). Response bodies are capped at
+``MAX_BODY_BYTES``.
 """
 
 from __future__ import annotations
 
 import base64
 import email.utils
+import re
 import hashlib
 import http.client
 import io
@@ -35,7 +43,7 @@ import numpy as np
 
 from ..._version import __version__
 from ...audio import load_audio
-from ...errors import LALMError
+from ...errors import AudioError, LALMError
 from ...manifest import Clip
 from .base import Teacher, check_k, check_labels, nan_samples
 from .cache import AnswerCache, CacheKey
@@ -47,7 +55,11 @@ DEFAULT_PROMPT = ("Listen to the speaker's tone of voice (not the meaning of the
                   "Answer with exactly one word from this list and nothing else.")
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
+#: a chat completion of a few words is under 1 kB; 4 MB leaves room for verbose servers, never for a flood
+MAX_BODY_BYTES = 4 * 1024 * 1024
+MAX_ERROR_BODY_BYTES = 64 * 1024
 _LOOPBACK = {"127.0.0.1", "localhost", "::1"}
+_BEARER = re.compile(r"(?i)\b(bearer|basic)\s+[A-Za-z0-9._~+/=-]+")
 
 
 def default_prompt(labels: Sequence[str]) -> str:
@@ -89,6 +101,36 @@ def endpoint_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, parts.netloc, path, parts.query, ""))
 
 
+def redact_url(url: str) -> str:
+    """``url`` with the password of its userinfo and every query-string value replaced by ``***``."""
+    parts = urllib.parse.urlsplit(str(url))
+    netloc = parts.netloc
+    if "@" in netloc:
+        user, _, host = netloc.rpartition("@")
+        netloc = f"{user.split(':', 1)[0]}:***@{host}" if ":" in user else f"***@{host}"
+    query = "&".join(f"{k}=***" if v else k for k, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True))
+    return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
+
+
+def _secrets_of(url: str, key: str | None) -> list[str]:
+    """The secret strings a message must never show: the API key, the URL's userinfo, query values."""
+    parts = urllib.parse.urlsplit(str(url))
+    out = [key or ""]
+    if "@" in parts.netloc:
+        user = parts.netloc.rpartition("@")[0]
+        out += [user, urllib.parse.unquote(user), *user.split(":", 1), *urllib.parse.unquote(user).split(":", 1)[1:]]
+    for _, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
+        out += [v, urllib.parse.quote(v, safe="")]
+    return sorted({s for s in out if len(s) >= 4}, key=len, reverse=True)
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """Never follow a redirect: urllib would resend the Authorization header to whatever host it names."""
+
+    def redirect_request(self, req, fp, code, msg, headers, newurl):  # noqa: ANN001 (urllib's signature)
+        return None
+
+
 @dataclass
 class LALMUsage:
     """Counters of the last :meth:`LALMTeacher.sample` call. ``calls`` counts HTTP requests sent
@@ -104,11 +146,15 @@ class LALMUsage:
     prompt_tokens: int = 0
     completion_tokens: int = 0
     last_error: str = ""
+    #: clips whose audio could not be read: ``(path, reason)``; they got NaN rows
+    unreadable: list = field(default_factory=list)
 
     def summary(self) -> str:
         s = (f"{self.calls} calls ({self.failed_calls} failed), {self.cached} cached answers, "
              f"{self.unparsed_answers} unparsed, {self.missing_samples} missing; "
              f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion")
+        if self.unreadable:
+            s += f"; {len(self.unreadable)} unreadable clips (first: {self.unreadable[0][0]}: {self.unreadable[0][1]})"
         return s + (f"; last error: {self.last_error}" if self.failed_calls and self.last_error else "")
 
 
@@ -141,6 +187,25 @@ class _Run:
     lock: threading.Lock = field(default_factory=threading.Lock)
     ok_calls: int = 0
     dead_streak: int = 0
+    fail_streak: int = 0
+
+
+def _read_capped(resp, limit: int) -> bytes:  # noqa: ANN001 (an HTTP response or HTTPError)
+    """At most ``limit`` bytes of a body; ``_TooLarge`` beyond (the rest is never read into memory)."""
+    chunks, size = [], 0
+    while True:
+        chunk = resp.read(min(65536, limit + 1 - size))
+        if not chunk:
+            return b"".join(chunks)
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > limit:
+            raise _TooLarge(limit)
+
+
+class _TooLarge(Exception):
+    def __init__(self, limit: int):
+        super().__init__(f"response body over {limit // 1024} KiB")
 
 
 def _short(body: bytes) -> str:
@@ -187,13 +252,22 @@ class LALMTeacher(Teacher):
                  cache_path: str | Path | None = None, max_concurrency: int = 4, timeout_s: float = 60.0,
                  max_retries: int = 5, backoff_s: float = 1.0, use_n: bool = True, sample_rate: int = 16000,
                  progress: bool = True, *, system_prompt: str | None = DEFAULT_SYSTEM, max_tokens: int = 16,
-                 synonyms: Mapping[str, str] | None = None):
+                 synonyms: Mapping[str, str] | None = None, max_consecutive_failures: int = 20):
         self.labels = check_labels(labels)
-        self.endpoint = endpoint_url(url)
+        endpoint = endpoint_url(url)
+        parts = urllib.parse.urlsplit(endpoint)
+        # userinfo goes into an Authorization header (urllib cannot send it in the URL) and out of every message
+        self._basic = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")) \
+            if parts.username is not None else None
+        self.endpoint = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query,
+                                                 ""))
         if not model or not isinstance(model, str):
             raise LALMError("an LALM model name is required")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_tokens < 1:
-            raise ValueError("max_concurrency, max_tokens >= 1; max_retries, backoff_s >= 0; timeout_s > 0")
+        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_tokens < 1 \
+                or max_consecutive_failures < 1:
+            raise ValueError("max_concurrency, max_tokens, max_consecutive_failures >= 1; max_retries, backoff_s >= 0; "
+                             "timeout_s > 0")
+        self.max_consecutive_failures = int(max_consecutive_failures)
         self.model, self.name = model, f"lalm:{model}"
         self.prompt = (prompt if prompt is not None else DEFAULT_PROMPT).replace("{labels}", ", ".join(self.labels))
         self.system_prompt, self.temperature, self.max_tokens = system_prompt, float(temperature), int(max_tokens)
@@ -205,13 +279,26 @@ class LALMTeacher(Teacher):
             json.dumps([self.system_prompt or "", self.prompt]).encode()).hexdigest()
         self.cache = AnswerCache(cache_path if cache_path is not None else default_cache_path())
         key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY")
-        self._headers = {"Content-Type": "application/json", "User-Agent": f"edgeser/{__version__}",
-                         **({"Authorization": f"Bearer {key}"} if key else {})}
+        self._secrets = _secrets_of(url, key)
+        self.shown_endpoint = redact_url(self.endpoint)  # the only form of the URL that is ever printed
+        auth = {"Authorization": f"Bearer {key}"} if key else {}
+        if self._basic is not None and not key:
+            token = base64.b64encode(f"{self._basic[0]}:{self._basic[1]}".encode()).decode()
+            auth = {"Authorization": f"Basic {token}"}
+            self._secrets = sorted(set(self._secrets) | {token}, key=len, reverse=True)
+        self._headers = {"Content-Type": "application/json", "User-Agent": f"edgeser/{__version__}", **auth}
         host = urllib.parse.urlsplit(self.endpoint).hostname or ""
-        handlers = [urllib.request.ProxyHandler({})] if host in _LOOPBACK else []
+        handlers: list = [_NoRedirects()] + ([urllib.request.ProxyHandler({})] if host in _LOOPBACK else [])
         self._opener = urllib.request.build_opener(*handlers)
         self._n_rejected = False  # the server answered 400 to n > 1 and 200 to n == 1
         self.usage = LALMUsage()
+
+    def redact(self, text: str) -> str:
+        """``text`` with this teacher's secrets and any ``Bearer``/``Basic`` credential replaced by ``***``."""
+        text = str(text)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return _BEARER.sub(lambda m: f"{m.group(1)} ***", text)
 
     # ---------------------------------------------------------------- public
     def sample(self, clips: Sequence[Clip], k: int) -> np.ndarray:
@@ -255,8 +342,13 @@ class LALMTeacher(Teacher):
             if self.progress and done:
                 print(file=sys.stderr, flush=True)
         u = self.usage
+        if u.unreadable:
+            print(f"{self.name}: {len(u.unreadable)} clips could not be read and have no answers: "
+                  + "; ".join(f"{p}: {why}" for p, why in u.unreadable[:5]) + (" ..." if len(u.unreadable) > 5 else ""),
+                  file=sys.stderr, flush=True)
         if u.calls and not run.ok_calls and not u.cached:
-            raise LALMError(f"every request to {self.endpoint} failed ({u.calls} calls); last error: {u.last_error}")
+            raise LALMError(f"every request to {self.shown_endpoint} failed ({u.calls} calls); "
+                            f"last error: {u.last_error}")
         return out
 
     # --------------------------------------------------------------- workers
@@ -281,7 +373,13 @@ class LALMTeacher(Teacher):
                 return
 
     def _do_clip(self, run: _Run, clip: Clip, k: int) -> np.ndarray:
-        wav = wav_bytes(load_audio(clip.path, self.sample_rate), self.sample_rate)
+        try:
+            wav = wav_bytes(load_audio(clip.path, self.sample_rate), self.sample_rate)
+        except AudioError as e:  # one bad file costs its own answers, not the run
+            with run.lock:
+                run.usage.unreadable.append((str(clip.path), str(e)))
+                run.usage.missing_samples += k
+            return nan_samples(1, k, len(self.labels))[0]
         key = CacheKey(hashlib.sha256(wav).hexdigest(), self.model, self.prompt_sha256, self.temperature)
         texts = {i: a.text for i, a in self.cache.get(key).items() if i < k}
         with run.lock:
@@ -318,6 +416,7 @@ class LALMTeacher(Teacher):
         share = [None if t is None else t / len(texts) for t in tokens]
         rows = []
         for i, text in zip(indices, texts):
+            text = self.redact(text)  # a server that echoes the request must not put the key on disk
             dist = self.parser.parse(text)
             rows.append((i, text, None if dist is None else dict(zip(self.labels, map(float, dist)))))
         self.cache.put(key, rows, share[0], share[1])
@@ -357,16 +456,24 @@ class LALMTeacher(Teacher):
             never = run.ok_calls == 0
             streak = run.dead_streak
         if never:
-            raise LALMError(f"cannot connect to the LALM endpoint {self.endpoint} "
+            raise LALMError(f"cannot connect to the LALM endpoint {self.shown_endpoint} "
                             f"({run.usage.last_error or 'connection refused'})")
         if streak >= max(2, self.max_concurrency):
-            raise LALMError(f"the LALM endpoint {self.endpoint} stopped answering ({run.usage.last_error}); "
+            raise LALMError(f"the LALM endpoint {self.shown_endpoint} stopped answering ({run.usage.last_error}); "
                             f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume")
 
     def _fail(self, run: _Run, message: str) -> None:
+        """Count a failed call (message redacted); stop the run after too many failures in a row."""
         with run.lock:
             run.usage.failed_calls += 1
-            run.usage.last_error = message
+            run.usage.last_error = self.redact(message)
+            run.fail_streak += 1
+            streak = run.fail_streak
+        if streak >= self.max_consecutive_failures:
+            run.stop.set()
+            raise LALMError(f"stopped after {streak} failed calls in a row to {self.shown_endpoint}; last error: "
+                            f"{run.usage.last_error}; {self.cache.count()} answers are cached in {self.cache.path}, "
+                            "run again to resume")
 
     def _post(self, run: _Run, body: bytes) -> tuple[list[str], tuple[int | None, int | None]]:
         """One request with retries: ``(answer texts, (prompt_tokens, completion_tokens))``."""
@@ -380,30 +487,40 @@ class LALMTeacher(Teacher):
             req = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
             try:
                 with self._opener.open(req, timeout=self.timeout_s) as resp:
-                    raw = resp.read()
+                    raw = _read_capped(resp, MAX_BODY_BYTES)
                 dead = False
                 result = self._parse_response(raw)
                 if result is not None:
                     with run.lock:
                         run.ok_calls += 1
                         run.dead_streak = 0
+                        run.fail_streak = 0
                         run.usage.prompt_tokens += result[1][0] or 0
                         run.usage.completion_tokens += result[1][1] or 0
                     return result
                 self._fail(run, f"malformed response body: {raw[:80]!r}")
+            except _TooLarge as e:
+                dead = False
+                self._fail(run, str(e))
             except urllib.error.HTTPError as e:
                 dead = False
                 try:
-                    code, msg = e.code, _short(e.read() or b"")
+                    code, msg = e.code, self.redact(_short(_read_capped(e, MAX_ERROR_BODY_BYTES) or b""))
                 except Exception:
-                    code, msg = e.code, str(e.reason)
+                    code, msg = e.code, self.redact(str(e.reason))
+                if 300 <= code < 400:
+                    where = redact_url(e.headers.get("Location", "?")) if e.headers else "?"
+                    raise LALMError(f"the LALM endpoint {self.shown_endpoint} redirects (HTTP {code}) to {where}; "
+                                    "edgeser does not follow redirects (your API key goes to the configured host "
+                                    "only): use the final URL as --lalm-url") from None
                 self._fail(run, f"HTTP {code}: {msg}")
                 if code in (401, 403):
-                    raise LALMError(f"the LALM endpoint {self.endpoint} refused access (HTTP {code}: {msg}); "
+                    raise LALMError(f"the LALM endpoint {self.shown_endpoint} refused access (HTTP {code}: {msg}); "
                                     "set EDGESER_LALM_API_KEY (or OPENAI_API_KEY)") from None
                 if code in (404, 405):
-                    raise LALMError(f"no chat-completions endpoint or model at {self.endpoint} (HTTP {code}: {msg}); "
-                                    "the URL should be the API base, e.g. http://host:port/v1") from None
+                    raise LALMError(f"no chat-completions endpoint or model at {self.shown_endpoint} "
+                                    f"(HTTP {code}: {msg}); the URL should be the API base, e.g. http://host:port/v1"
+                                    ) from None
                 if code != 429 and code < 500:
                     raise _ClientError(code, msg) from None
                 wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
@@ -447,4 +564,4 @@ class LALMTeacher(Teacher):
 
 
 __all__ = ["LALMTeacher", "LALMUsage", "DEFAULT_PROMPT", "DEFAULT_SYSTEM", "default_prompt",
-           "default_cache_path", "endpoint_url", "wav_bytes"]
+           "default_cache_path", "endpoint_url", "redact_url", "wav_bytes", "MAX_BODY_BYTES"]
