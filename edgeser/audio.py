@@ -6,6 +6,7 @@ business, not ours: they are kept). Only numpy, soundfile and soxr: safe for the
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Iterator
 
@@ -18,11 +19,31 @@ from .errors import AudioError
 #: Longest file (seconds) that :func:`load_audio` decodes in one piece; longer ones must be read
 #: with :func:`iter_audio_blocks` so that memory stays bounded.
 MAX_IN_MEMORY_S = 600.0
+#: more channels than this in a 2-D array means it is laid out (channels, samples), or is not audio
+MAX_CHANNELS = 64
+
+
+def check_rate(sample_rate: object, what: str = "sample rate") -> int:
+    """A sample rate as a positive whole number of Hz (``16000`` or ``16000.0``), else :class:`AudioError`.
+
+    >>> check_rate(44100.0)
+    44100
+    """
+    ok = isinstance(sample_rate, (int, float, np.integer, np.floating)) and not isinstance(sample_rate, bool)
+    if not ok or not np.isfinite(sample_rate) or sample_rate <= 0 or sample_rate != int(sample_rate):
+        raise AudioError(f"{what} must be a positive whole number of Hz, got {sample_rate!r}")
+    return int(sample_rate)
 
 
 def to_mono(x: np.ndarray) -> np.ndarray:
-    """``(T,)`` or ``(T, channels)`` -> ``(T,)`` float32 by averaging channels."""
+    """``(T,)`` or ``(T, channels)`` -> ``(T,)`` float32 by averaging channels. A ``(channels, T)``
+    array (more than ``MAX_CHANNELS`` columns, few rows) is refused rather than read as many channels."""
     x = np.asarray(x)
+    if x.ndim == 2 and x.shape[1] > MAX_CHANNELS:
+        if x.shape[0] <= MAX_CHANNELS:
+            raise AudioError(f"audio of shape {x.shape} looks like (channels, samples); pass (samples, channels), "
+                             "e.g. x.T")
+        raise AudioError(f"audio of shape {x.shape} has more than {MAX_CHANNELS} channels")
     if x.ndim == 2:
         x = x.mean(axis=1)
     elif x.ndim != 1:
@@ -45,8 +66,7 @@ def check_audio(x: np.ndarray, what: str = "audio") -> np.ndarray:
 
 def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
     """Resample mono float32 audio with soxr (HQ). No-op when the rates match."""
-    if sr_in <= 0:
-        raise AudioError(f"invalid sample rate {sr_in}")
+    sr_in = check_rate(sr_in)
     if sr_in == sr_out:
         return np.asarray(x, dtype=np.float32)
     return soxr.resample(np.asarray(x, dtype=np.float32), sr_in, sr_out, quality="HQ").astype(np.float32)
@@ -54,16 +74,24 @@ def resample(x: np.ndarray, sr_in: int, sr_out: int) -> np.ndarray:
 
 def prepare(audio: np.ndarray, sample_rate: int, target_rate: int, what: str = "audio") -> np.ndarray:
     """Any-rate, mono or multi-channel, int or float input -> validated float32 mono at ``target_rate``."""
+    rate = check_rate(sample_rate, f"{what}: sample rate")
     x = check_audio(to_mono(audio), what)
-    return check_audio(resample(x, int(sample_rate), target_rate), what)
+    y = resample(x, rate, target_rate)
+    if y.size == 0:  # e.g. one sample at 44.1 kHz: not empty, but shorter than one sample at the target rate
+        raise AudioError(f"{what} is too short ({x.size} sample{'s' if x.size != 1 else ''} at {rate} Hz)")
+    return check_audio(y, what)
 
 
 def _open(path: str | Path) -> sf.SoundFile:
+    if not isinstance(path, (str, os.PathLike)):
+        raise AudioError(f"{path!r} is not a file path ({type(path).__name__})")
     p = Path(path)
     if not p.exists():
         raise AudioError(f"{p}: no such file")
     if p.is_dir():
         raise AudioError(f"{p}: is a directory, not an audio file")
+    if not p.is_file():  # a FIFO or device would block the reader forever
+        raise AudioError(f"{p}: not a regular file")
     try:
         return sf.SoundFile(str(p))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError

@@ -5,6 +5,7 @@ from ONNX Runtime must match torch on real clips, whole-clip and streamed, befor
 from __future__ import annotations
 
 import json
+import logging
 import os
 import warnings
 from pathlib import Path
@@ -18,8 +19,8 @@ from ..audio import load_audio
 from ..errors import EdgeserError
 from ..adapt.checkpoint import read_checkpoint, load_model
 from ..adapt.model import EmotionNet, StreamingGraph
-
-METADATA_KEY = "edgeser"
+from ..errors import ModelError
+from ..runtime.contract import FORMAT, INPUTS, METADATA_KEY, OUTPUTS, hop_samples, validate_metadata
 
 
 class ParityError(EdgeserError):
@@ -30,10 +31,10 @@ def metadata_for(net: EmotionNet, summary: dict) -> dict:
     """The JSON description stored in the ONNX file (see ``edgeser.runtime.model_file``)."""
     cfg = net.cfg
     stride = cfg.embedding_stride
-    hop = max(stride, int(round(cfg.hop_s * cfg.sample_rate / stride)) * stride)
+    hop = hop_samples(cfg.hop_s, cfg.sample_rate, stride)
     train = {k: summary[k] for k in ("train_clips", "val_clips", "best_epoch", "best_val_ua", "epochs",
                                      "device", "method", "source", "target", "data") if k in summary}
-    return {"format": 1, "labels": cfg.labels, "sample_rate": cfg.sample_rate, "window_s": cfg.window_s,
+    return {"format": FORMAT, "labels": cfg.labels, "sample_rate": cfg.sample_rate, "window_s": cfg.window_s,
             "hop_s": hop / cfg.sample_rate, "receptive_field": cfg.receptive_field, "embedding_stride": stride,
             "embedding_dim": cfg.channels, "edgeser_version": __version__, "training": train,
             "model_card": summary.get("model_card", "")}
@@ -63,29 +64,33 @@ def _check_dims(path: Path, n_classes: int, channels: int) -> None:
 
 
 def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarray], tol: float = 1e-4) -> dict:
-    """Max abs probability difference torch vs ONNX Runtime, whole clips and streamed in two parts."""
-    import onnxruntime as ort
+    """Max abs probability difference between torch and the real runtime: ``Recognizer.predict`` on
+    whole clips, and every window an ``EmotionStream`` emits (hop 0.5 s, 2 s windows, chunks of 0.1 s)
+    against torch on exactly that window's samples."""
+    from ..runtime import EmotionStream, OnnxModel, Recognizer
 
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = 1
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    cfg, net = net.cfg, net.eval()
-    empty = np.zeros((1, cfg.channels, 0), np.float32)
-    whole, streamed = 0.0, 0.0
-    for w in wavs:
-        x = np.zeros(max(len(w), cfg.receptive_field), np.float32)
-        x[: len(w)] = w
+    model = OnnxModel(onnx_path, threads=1)
+    rec, cfg, net = Recognizer(model), net.cfg, net.eval()
+    sr = cfg.sample_rate
+
+    def torch_probs(x: np.ndarray) -> np.ndarray:
+        x = np.pad(x, (0, max(0, cfg.receptive_field - len(x))))
         with torch.no_grad():
-            ref = torch.softmax(net(torch.from_numpy(x)[None]), dim=1).numpy()
-        logits, emb = sess.run(None, {"audio": x[None], "cache": empty})
-        whole = max(whole, float(np.abs(_softmax(logits) - ref).max()))
-        n = cfg.n_embeddings(len(x))
-        if n >= 2:  # stream: first half of the embeddings, then the rest from the tail audio only
-            k = n // 2
-            _, e1 = sess.run(None, {"audio": x[None, : cfg.receptive_field + (k - 1) * cfg.embedding_stride], "cache": empty})
-            l2, _ = sess.run(None, {"audio": x[None, k * cfg.embedding_stride:], "cache": e1})
-            streamed = max(streamed, float(np.abs(_softmax(l2) - ref).max()))
-    result = {"clips": len(wavs), "max_abs_prob_diff": whole, "max_abs_prob_diff_streamed": streamed, "tolerance": tol}
+            return torch.softmax(net(torch.from_numpy(np.ascontiguousarray(x, np.float32))[None]), dim=1).numpy()[0]
+
+    whole, streamed, windows = 0.0, 0.0, 0
+    for w in wavs:
+        whole = max(whole, float(np.abs(rec.predict(w, sr).probs - torch_probs(w)).max()))
+        stream = EmotionStream(model, sample_rate=sr, window_s=2.0, hop_s=0.5, smoothing=0.0, gate=False)
+        chunk = sr // 10
+        events = [ev for i in range(0, len(w), chunk) for ev in stream.feed(w[i: i + chunk])] + stream.flush()
+        for ev in events:
+            a = int(round(ev.start_s * sr))
+            ref = torch_probs(w[a: a + int(round(ev.window_s * sr))])
+            streamed = max(streamed, float(np.abs(ev.raw.probs - ref).max()))
+            windows += 1
+    result = {"clips": len(wavs), "windows": windows, "max_abs_prob_diff": whole,
+              "max_abs_prob_diff_streamed": streamed, "tolerance": tol}
     if whole > tol or streamed > tol:
         raise ParityError(f"ONNX differs from torch by {max(whole, streamed):.2e} (> {tol:g}) on real clips")
     return result
@@ -96,26 +101,46 @@ def _softmax(z: np.ndarray) -> np.ndarray:
     return e / e.sum(axis=1, keepdims=True)
 
 
+def _check_writable(out: Path) -> None:
+    """The output folder exists and is writable, and ``out`` is not a folder (one-line errors)."""
+    folder = out.parent if str(out.parent) else Path(".")
+    if out.is_dir():
+        raise ModelError(f"{out}: is a folder; give the .onnx file to write")
+    if not folder.is_dir():
+        raise ModelError(f"{folder}: no such folder for the exported model")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise ModelError(f"{folder}: not writable")
+
+
 def export_onnx(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[str | Path] = (),
                 tol: float = 1e-4, extra_metadata: dict | None = None) -> dict:
     """Export ``checkpoint`` to ``out``; returns the metadata plus the parity result.
     Nothing is written at ``out`` unless the dims and parity checks pass."""
+    out = Path(out)
+    _check_writable(out)  # before ~20 s of work, not after
     ckpt = read_checkpoint(checkpoint)
     net = load_model(checkpoint)
     cfg = net.cfg
-    out = Path(out)
+    meta = metadata_for(net, {**ckpt.get("summary", {}), **(extra_metadata or {})})
+    validate_metadata(meta, str(checkpoint), n_outputs=net.classifier.out_features, channels=cfg.channels)
     tmp = out.with_name(out.name + ".partial")
     # batch >= 2 and F0 >= 2 in the example: size-1 (and 0) dims get specialised by the exporter
     audio = torch.randn(2, cfg.receptive_field + 7 * cfg.embedding_stride) * 0.1
     cache = torch.randn(2, cfg.channels, 3)
     b, t, f = torch.export.Dim("batch"), torch.export.Dim("samples", min=cfg.receptive_field), torch.export.Dim("frames")
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(StreamingGraph(net).eval(), (audio, cache), dynamo=True, opset_version=18,
-                                 input_names=["audio", "cache"], output_names=["logits", "embeddings"],
-                                 dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
-                                 verbose=False)
-    meta = metadata_for(net, {**ckpt.get("summary", {}), **(extra_metadata or {})})
+    # the exporter's op registry warns once per torchvision op when torchvision is absent (we never use them)
+    registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
+    level = registry_log.level
+    registry_log.setLevel(logging.ERROR)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            prog = torch.onnx.export(StreamingGraph(net).eval(), (audio, cache), dynamo=True, opset_version=18,
+                                     input_names=list(INPUTS), output_names=list(OUTPUTS),
+                                     dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
+                                     verbose=False)
+    finally:
+        registry_log.setLevel(level)
     import onnx
 
     model = prog.model_proto

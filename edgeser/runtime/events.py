@@ -1,8 +1,16 @@
 """Callbacks for apps that push audio: ``on_event`` for every distribution, ``on_change`` when the top
 emotion changes, with hysteresis so that a UI does not flicker between two close labels.
 
->>> cb = EmotionCallbacks(rec.stream(48000), on_change=lambda old, new, ev: ui.show(new))
->>> cb.push(chunk)        # from wherever the app gets audio: feeds the stream, calls the callbacks
+>>> import numpy as np
+>>> from edgeser.audio import load_audio
+>>> from edgeser.demo import DEMO_DIR
+>>> from edgeser.runtime import Recognizer
+>>> rec, shown = Recognizer.load(), []
+>>> cb = EmotionCallbacks(rec.stream(16000), on_change=lambda old, new, ev: shown.append(new))
+>>> for clip in ("03a02Wc.flac", "08b10Tc.flac"):    # angry, then sad: pushed as the app gets audio
+...     _ = cb.push(load_audio(DEMO_DIR / clip, 16000))
+>>> shown
+['angry', 'sad']
 """
 
 from __future__ import annotations

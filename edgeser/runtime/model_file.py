@@ -13,9 +13,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from ..errors import ModelError
-
-METADATA_KEY = "edgeser"
-_REQUIRED = ("labels", "sample_rate", "window_s", "hop_s", "receptive_field", "embedding_stride", "embedding_dim")
+from .contract import INPUTS, METADATA_KEY, OUTPUTS, validate_metadata
 
 
 def _session(path: Path, threads: int, providers: Sequence[str] | None):
@@ -54,20 +52,25 @@ class OnnxModel:
             meta = json.loads(meta_map[METADATA_KEY])
         except json.JSONDecodeError:
             raise ModelError(f"{self.path}: edgeser metadata is not valid JSON") from None
-        missing = [k for k in _REQUIRED if k not in meta]
-        if missing:
-            raise ModelError(f"{self.path}: edgeser metadata lacks {missing}")
-        names = {i.name for i in self.session.get_inputs()}
-        if names != {"audio", "cache"}:
-            raise ModelError(f"{self.path}: expected inputs audio and cache, found {sorted(names)}")
+        inputs = {i.name: i.shape for i in self.session.get_inputs()}
+        outputs = {o.name: o.shape for o in self.session.get_outputs()}
+        if sorted(inputs) != sorted(INPUTS) or sorted(outputs) != sorted(OUTPUTS):
+            raise ModelError(f"{self.path}: expected inputs {list(INPUTS)} and outputs {list(OUTPUTS)}, found "
+                             f"{sorted(inputs)} and {sorted(outputs)}")
+
+        def fixed(shape: list, axis: int) -> int | None:  # a static dim of the graph, or None
+            return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else None
+
+        meta = validate_metadata(meta, str(self.path), n_outputs=fixed(outputs["logits"], 1),
+                                 channels=fixed(inputs["cache"], 1))
         self.metadata: dict[str, Any] = meta
         self.labels: list[str] = list(meta["labels"])
-        self.sample_rate: int = int(meta["sample_rate"])
-        self.window_s: float = float(meta["window_s"])
-        self.hop_s: float = float(meta["hop_s"])
-        self.receptive_field: int = int(meta["receptive_field"])
-        self.embedding_stride: int = int(meta["embedding_stride"])
-        self.embedding_dim: int = int(meta["embedding_dim"])
+        self.sample_rate: int = meta["sample_rate"]
+        self.window_s: float = meta["window_s"]
+        self.hop_s: float = meta["hop_s"]
+        self.receptive_field: int = meta["receptive_field"]
+        self.embedding_stride: int = meta["embedding_stride"]
+        self.embedding_dim: int = meta["embedding_dim"]
 
     @property
     def providers(self) -> list[str]:

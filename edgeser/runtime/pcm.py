@@ -66,8 +66,10 @@ class PCMDecoder:
     """Stateful :func:`decode_pcm16` for a byte stream cut anywhere.
 
     >>> dec = PCMDecoder(PCMFormat(48000, channels=2))
-    >>> dec.decode(b"\\x00\\x80\\xff")     # 3 bytes: not yet a whole stereo frame -> shape (0, 2)
-    >>> dec.decode(b"\\x7f" + more)        # the kept tail is decoded with the next chunk
+    >>> dec.decode(b"\\x00\\x80\\xff").shape    # 3 bytes: not yet a whole stereo frame
+    (0, 2)
+    >>> dec.decode(b"\\x7f").tolist()             # the kept tail is decoded with the next chunk
+    [[-1.0, 0.999969482421875]]
 
     ``pending`` bytes (less than one frame) are kept between calls; :meth:`reset` drops them."""
 

@@ -13,7 +13,8 @@ from ..audio import MAX_IN_MEMORY_S, audio_info, iter_audio_blocks, load_audio, 
 from ..errors import EdgeserError
 from .distribution import Distribution
 from .model_file import OnnxModel, softmax
-from .speech import SpeechGate, frame_energy_db
+from .speech import speech_fraction
+from .stream import EmotionStream
 
 DEFAULT_MODEL = Path(__file__).resolve().parent / "default_model" / "edgeser-default.onnx"
 
@@ -34,24 +35,25 @@ class FileResult:
     duration_s: float | None = None
 
 
-def speech_fraction(x: np.ndarray, sample_rate: int, threshold_db: float | None = None) -> float:
-    """Share of 10 ms frames of ``x`` above the speech gate's energy threshold (0 for silence)."""
-    db = frame_energy_db(x, max(1, sample_rate // 100))
-    thr = SpeechGate().threshold_db if threshold_db is None else threshold_db
-    return float(np.mean(db > thr)) if db.size else 0.0
+def _clipping_warning(clipped: int, total: int) -> list[str]:
+    share = clipped / max(total, 1)
+    return [f"{share:.1%} of samples are clipped"] if share > 0.01 else []
 
 
-def _clipping_warning(x: np.ndarray) -> list[str]:
-    clipped = float(np.mean(np.abs(x) >= 0.999))
-    return [f"{clipped:.1%} of samples are clipped"] if clipped > 0.01 else []
+def _n_clipped(x: np.ndarray) -> int:
+    return int(np.count_nonzero(np.abs(x) >= 0.999))
 
 
 class Recognizer:
     """Whole-clip emotion recognition with an edgeser ONNX model.
 
-    >>> rec = Recognizer.load()                 # the bundled default model
-    >>> dist = rec.predict(audio, 44100)        # any rate, mono or (samples, channels)
-    >>> dist.top, dist["angry"]
+    >>> from edgeser.audio import load_audio
+    >>> from edgeser.demo import DEMO_DIR
+    >>> rec = Recognizer.load()                                  # the bundled default model
+    >>> audio = load_audio(DEMO_DIR / "03a02Wc.flac", 44100)     # an angry EmoDB clip, resampled to 44.1 kHz
+    >>> dist = rec.predict(audio, 44100)                         # any rate, mono or (samples, channels)
+    >>> dist.top, dist["angry"] > 0.5
+    ('angry', True)
     """
 
     def __init__(self, model: OnnxModel):
@@ -84,18 +86,20 @@ class Recognizer:
         logits, _ = self.model.run(x[None])
         return softmax(logits)[0]
 
-    def _segments(self, blocks: Iterable[np.ndarray]) -> Distribution:
+    def _segments(self, blocks: Iterable[np.ndarray], clipped: list[int] | None = None) -> Distribution:
         """Average segment distributions weighted by speech share (plus a little, so silence alone still
-        yields an answer, flagged by ``speech_fraction``)."""
+        yields an answer, flagged by ``speech_fraction``). ``clipped`` gets ``[clipped samples, samples]``."""
         seg = int(SEGMENT_S * self.sample_rate)
         acc, weight, speech, total, buf = np.zeros(len(self.labels)), 0.0, 0.0, 0, np.zeros(0, np.float32)
+        n_clip = 0
 
         def add(x: np.ndarray) -> None:
-            nonlocal acc, weight, speech, total
+            nonlocal acc, weight, speech, total, n_clip
             s = speech_fraction(x, self.sample_rate)
             w = (s + 1e-3) * len(x)
             acc, weight = acc + w * self._probs(x), weight + w
             speech, total = speech + s * len(x), total + len(x)
+            n_clip += _n_clipped(x)
 
         for block in blocks:
             buf = np.concatenate([buf, block])
@@ -104,6 +108,8 @@ class Recognizer:
                 buf = buf[seg:]
         if len(buf):
             add(buf)
+        if clipped is not None:
+            clipped[:] = [n_clip, total]
         return Distribution(self.labels, acc / weight, speech_fraction=speech / max(total, 1))
 
     def predict(self, audio: np.ndarray, sample_rate: int) -> Distribution:
@@ -119,9 +125,11 @@ class Recognizer:
         if duration <= min(MAX_WHOLE_S, MAX_IN_MEMORY_S):
             x = load_audio(path, self.sample_rate)
             dist = Distribution(self.labels, self._probs(x), speech_fraction=speech_fraction(x, self.sample_rate))
-            warn = _clipping_warning(x)
+            warn = _clipping_warning(_n_clipped(x), len(x))
         else:
-            dist, warn = self._segments(iter_audio_blocks(path, self.sample_rate, SEGMENT_S)), []
+            counts = [0, 0]
+            dist = self._segments(iter_audio_blocks(path, self.sample_rate, SEGMENT_S), counts)
+            warn = _clipping_warning(*counts)
         if not dist.speech_fraction:
             warn.append("no speech detected")
         return dist, warn, duration
@@ -139,8 +147,13 @@ class Recognizer:
             except EdgeserError as e:
                 yield FileResult(str(p), error=str(e))
 
-    def stream(self, sample_rate: int = 16000, **options) -> "EmotionStream":
-        """An :class:`EmotionStream` over this model for audio arriving at ``sample_rate``."""
-        from .stream import EmotionStream
+    def stream(self, sample_rate: int = 16000, **options) -> EmotionStream:
+        """An :class:`EmotionStream` over this model for audio arriving at ``sample_rate`` (options:
+        ``window_s``, ``hop_s``, ``min_window_s``, ``smoothing``, ``gate``, ``channels``)."""
+        return EmotionStream(self.model, sample_rate=sample_rate, **options)
 
-        return EmotionStream(self, sample_rate=sample_rate, **options)
+    def astream(self, source, sample_rate: int = 16000, **options):  # noqa: ANN001, ANN201 (see aio.astream)
+        """``async for event in rec.astream(chunks)``: :func:`edgeser.runtime.aio.astream` over a new stream."""
+        from .aio import astream
+
+        return astream(self, source, sample_rate=sample_rate, **options)

@@ -24,6 +24,7 @@ is to keep a recognizer quiet in silence and low noise, not to be a voice activi
 from __future__ import annotations
 
 from collections import deque
+from typing import Protocol, runtime_checkable
 
 import numpy as np
 
@@ -49,12 +50,39 @@ def frame_energy_db(x: np.ndarray, frame: int = 160) -> np.ndarray:
     return (10.0 * np.log10(np.maximum(power, _FLOOR_POWER))).astype(np.float32)
 
 
+@runtime_checkable
+class Gate(Protocol):
+    """What :class:`~edgeser.runtime.EmotionStream` needs from a speech gate (plug in your own VAD):
+    mono chunks at the model's rate go in through ``update``; ``is_speech`` and ``speech_fraction``
+    describe the most recent window; ``reset`` forgets everything."""
+
+    def update(self, chunk: np.ndarray) -> bool: ...
+
+    def is_speech(self) -> bool: ...
+
+    def speech_fraction(self) -> float: ...
+
+    def reset(self) -> None: ...
+
+
+def speech_fraction(x: np.ndarray, sample_rate: int, threshold_db: float = -45.0) -> float:
+    """Share of the 10 ms frames of mono ``x`` above ``threshold_db`` dBFS (0 for silence or no frame).
+
+    >>> speech_fraction(np.r_[np.zeros(800), np.full(800, 0.1)], 16000)
+    0.5
+    """
+    db = frame_energy_db(x, max(1, sample_rate // 100))
+    return float(np.mean(db > threshold_db)) if db.size else 0.0
+
+
 class SpeechGate:
     """Stateful energy gate over the last ``window_s`` seconds of a stream of mono chunks.
 
     >>> gate = SpeechGate()
-    >>> gate.update(chunk)          # any length; samples carry over between calls
-    >>> gate.is_speech()            # speech_fraction() >= min_speech_fraction
+    >>> gate.update(np.full(8000, 0.1, np.float32))   # any length; samples carry over between calls
+    True
+    >>> gate.speech_fraction()                        # half of the 1 s window is loud
+    0.5
 
     The fraction is taken over the whole window (``window_s / frame_s`` frames), also before that
     much audio has been seen: 0.3 s of speech right after ``reset()`` gives 0.3 with the defaults.

@@ -14,11 +14,12 @@ from typing import Iterable, Iterator
 import numpy as np
 import soxr
 
-from ..audio import check_audio, to_mono
+from ..audio import check_audio, check_rate, to_mono
+from .contract import hop_samples
 from .distribution import Distribution
-from .model_file import softmax
-from .recognizer import Recognizer
-from .speech import SpeechGate
+from .model_file import OnnxModel, softmax
+from .pcm import PCMDecoder, PCMFormat
+from .speech import Gate, SpeechGate
 
 
 @dataclass
@@ -42,31 +43,44 @@ class StreamEvent:
 
 
 class EmotionStream:
-    """Sliding-window streaming recognition with explicit state.
+    """Sliding-window streaming recognition with explicit state, over a loaded model (as silero-vad's
+    ``VADIterator`` takes its model); ``Recognizer.stream()`` is the usual way to make one.
 
     ``window_s`` / ``hop_s`` default to the model's metadata (the hop is rounded to the model's
     embedding stride, 20 ms for the default model). The first event comes once ``min_window_s`` of
     audio has arrived; windows then grow to ``window_s`` and slide. ``smoothing`` in [0, 1) is the
     weight of the past in an exponential moving average of the emitted distributions (0 = none).
-    ``gate`` decides speech / no speech (``None`` disables it)."""
+    ``gate`` decides speech / no speech: True for the energy :class:`SpeechGate`, any :class:`Gate`,
+    or None/False for none. ``channels`` is the channel count of raw PCM ``bytes`` chunks.
 
-    def __init__(self, recognizer: Recognizer, sample_rate: int = 16000, window_s: float | None = None,
+    >>> from edgeser.runtime import DEFAULT_MODEL, OnnxModel
+    >>> stream = EmotionStream(OnnxModel(DEFAULT_MODEL), sample_rate=16000)
+    >>> [ev.speech for ev in stream.feed(np.zeros(32000, np.float32))]   # 2 s of silence, a hop of 0.5 s
+    [False, False, False]
+    """
+
+    def __init__(self, model: OnnxModel, sample_rate: int = 16000, window_s: float | None = None,
                  hop_s: float | None = None, min_window_s: float = 1.0, smoothing: float = 0.5,
-                 gate: SpeechGate | None | bool = True):
-        m = recognizer.model
-        self.model, self.labels, self.sample_rate = m, recognizer.labels, int(sample_rate)
-        if self.sample_rate <= 0:
-            raise ValueError(f"invalid sample rate {sample_rate}")
+                 gate: Gate | None | bool = True, channels: int = 1):
+        m = model
+        self.model, self.labels = m, m.labels
+        self.sample_rate = check_rate(sample_rate, "stream sample_rate")
         if not 0.0 <= smoothing < 1.0:
             raise ValueError("smoothing must be in [0, 1)")
+        for name, v in (("window_s", window_s), ("hop_s", hop_s), ("min_window_s", min_window_s)):
+            if v is not None and not v > 0:  # 0 must not silently mean "the default"
+                raise ValueError(f"{name} must be positive, got {v}")
         sr, stride = m.sample_rate, m.embedding_stride
-        self.hop = max(1, round((hop_s or m.hop_s) * sr / stride)) * stride
-        window = max(m.receptive_field, int((window_s or m.window_s) * sr))
+        self.hop = hop_samples(m.hop_s if hop_s is None else hop_s, sr, stride)
+        window = max(m.receptive_field, int((m.window_s if window_s is None else window_s) * sr))
         self.window_emb = m.n_embeddings(window)
         self.min_emb = max(1, min(self.window_emb, m.n_embeddings(int(min_window_s * sr))))
         self.smoothing = smoothing
-        self.gate = SpeechGate(sample_rate=sr, window_s=window / sr) if gate is True else (gate or None)
-        self._resampler_rate = self.sample_rate
+        self.gate: Gate | None = SpeechGate(sample_rate=sr, window_s=window / sr) if gate is True else (gate or None)
+        if self.gate is not None and not isinstance(self.gate, Gate):
+            raise TypeError(f"gate must provide update/is_speech/speech_fraction/reset, got {type(gate).__name__}")
+        self.channels = int(channels)
+        self._pcm = PCMDecoder(PCMFormat(self.sample_rate, self.channels))
         self.reset()
 
     def reset(self) -> None:
@@ -79,6 +93,7 @@ class EmotionStream:
         self._consumed = 0                    # model-rate samples received in total
         self._n_emb = 0                       # embeddings computed in total
         self._smooth: np.ndarray | None = None
+        self._pcm.reset()
         if self.gate is not None:
             self.gate.reset()
 
@@ -87,8 +102,11 @@ class EmotionStream:
         m = self.model
         return (m.receptive_field + (self.window_emb - 1) * m.embedding_stride) / m.sample_rate
 
-    def feed(self, chunk: np.ndarray) -> list[StreamEvent]:
-        """Add audio (``(T,)`` or ``(T, channels)`` at the stream's rate); returns the events it completes."""
+    def feed(self, chunk: np.ndarray | bytes) -> list[StreamEvent]:
+        """Add audio at the stream's rate: an array ``(T,)`` or ``(T, channels)``, or raw 16-bit
+        little-endian PCM ``bytes`` with ``channels`` interleaved channels (a chunk may end mid-frame);
+        returns the events it completes."""
+        chunk = self._pcm.to_audio(chunk)
         x = check_audio(to_mono(chunk), "audio chunk") if np.size(chunk) else np.zeros(0, np.float32)
         if self._rs is not None:
             x = self._rs.resample_chunk(x)
