@@ -420,7 +420,13 @@ def main() -> None:
         sys.exit(e.exit_code)
     except click.exceptions.Exit as e:
         sys.exit(e.exit_code)
-    except (click.exceptions.Abort, KeyboardInterrupt):
+    except (click.exceptions.Abort, KeyboardInterrupt) as e:
+        eof = e.__cause__
+        if isinstance(eof, EOFError):  # click turns any EOFError (a truncated file, say) into Abort: not Ctrl-C
+            if os.environ.get("EDGESER_DEBUG"):
+                raise eof
+            _fail(f"unexpected EOFError: {(str(eof) or 'end of file').splitlines()[0]} "
+                  "(set EDGESER_DEBUG=1 for the traceback)")
         click.echo("interrupted", err=True)
         sys.exit(130)
     except EdgeserError as e:

@@ -95,7 +95,8 @@ def test_mifuse_two_epochs_end_to_end(source, clips, tmp_path):
     net = load_model(out)
     assert net.labels == LABELS
     assert net(torch.zeros(1, 16000)).shape == (1, 4)
-    ckpt = torch.load(out, weights_only=False)
+    from edgeser.adapt.checkpoint import read_checkpoint
+    ckpt = read_checkpoint(out)
     summ = ckpt["summary"]
     assert summ["method"] == "mi-fuse" and summ["lalm_k"] == 5
     fs = summ["fusion"]

@@ -44,6 +44,8 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
+import safetensors
+import safetensors.torch
 import scipy.fft
 import torch
 from torch import nn
@@ -233,22 +235,35 @@ def train_standin(feats: np.ndarray, y_words: Sequence[str], trained_on: str, st
 
 
 def save_standin(s: StandIn, path: Path) -> None:
+    """Write the stand-in as safetensors (weights, mean, std; the rest in its JSON metadata): no pickle."""
     path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in s.net.state_dict().items()}
+    tensors.update(mean=torch.from_numpy(np.ascontiguousarray(s.mean)), std=torch.from_numpy(np.ascontiguousarray(s.std)))
+    meta = {"version": FEATURE_VERSION, "labels": json.dumps(s.labels), "trained_on": s.trained_on,
+            "train_ua": json.dumps(s.train_ua)}
     tmp = path.with_name(path.name + ".tmp")
-    torch.save({"labels": s.labels, "mean": s.mean, "std": s.std, "state_dict": s.net.state_dict(),
-                "trained_on": s.trained_on, "train_ua": s.train_ua, "version": FEATURE_VERSION}, tmp)
+    safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)
 
 
 def load_standin(path: Path) -> StandIn | None:
+    """The stand-in saved by :func:`save_standin`; None (retrain) when there is none, it is of another
+    feature version, or it is not such a safetensors file (an old pickled one is never unpickled)."""
     if not path.exists():
         return None
-    d = torch.load(path, weights_only=False)
-    if d.get("version") != FEATURE_VERSION:
+    try:
+        with safetensors.safe_open(str(path), "pt") as f:
+            meta = f.metadata() or {}
+            if meta.get("version") != FEATURE_VERSION:
+                return None
+            t = {k: f.get_tensor(k) for k in f.keys()}
+        labels, train_ua = json.loads(meta["labels"]), json.loads(meta["train_ua"])
+        mean, std = t.pop("mean").numpy(), t.pop("std").numpy()
+        net = _mlp(len(mean), len(labels))
+        net.load_state_dict({k.removeprefix("net."): v for k, v in t.items()})
+    except (safetensors.SafetensorError, OSError, KeyError, ValueError, RuntimeError):
         return None
-    net = _mlp(len(d["mean"]), len(d["labels"]))
-    net.load_state_dict(d["state_dict"])
-    return StandIn(d["labels"], d["mean"], d["std"], net.eval(), d["trained_on"], d["train_ua"])
+    return StandIn(labels, mean, std, net.eval(), meta["trained_on"], train_ua)
 
 
 def make_answer(standin: StandIn):
