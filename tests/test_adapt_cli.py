@@ -9,6 +9,7 @@ import sys
 import numpy as np
 import pytest
 
+from edgeser.adapt.checkpoint import read_checkpoint
 from edgeser.adapt.teachers.openai_server import serve
 from edgeser.demo import demo_clips, demo_manifest
 
@@ -56,8 +57,9 @@ def test_adapt_export_stream_end_to_end(tiny_checkpoint, tmp_path, lalm_url):
     r = run("stream", demo_clips()[3], "--model", onnx_path, "--fast", "--jsonl")
     events = [json.loads(x) for x in r.stdout.splitlines()]
     assert events and all(e["distribution"] is None or abs(sum(e["distribution"].values()) - 1) < 1e-3 for e in events)
-    summary = __import__("torch").load(student, weights_only=False)["summary"]
-    assert summary["method"] == "mi-fuse" and summary["mifuse_config"]["penalty_weight"] == 0.5
+    summary = read_checkpoint(student)["summary"]
+    assert summary["method"] == "mi-fuse" and summary["config"]["penalty_weight"] == 0.5
+    assert [t["name"] for t in summary["details"]["teachers"]] == ["lalm:stand-in", "classifier"]
 
 
 @pytest.mark.parametrize("method", ["shot", "nrc"])
