@@ -209,3 +209,58 @@ def test_bad_lalm_shape(source, clips, tmp_path):
                      cfg(epochs=1), progress=False)
     with pytest.raises(TypeError):
         mifuse_adapt(source, clips, [np.zeros((8, 2, 4))], tmp_path / "bad.pt", cfg(epochs=1), progress=False)
+
+
+class ConstantTeacher(Teacher):
+    """A toy third teacher, defined here and nowhere in the library: the same distribution for every clip."""
+
+    name = "constant"
+    reads_audio = False
+
+    def __init__(self, dist):
+        self.dist, self.labels, self.asked = np.asarray(dist, np.float64), LABELS, []
+
+    def sample(self, clips, k):
+        self.asked.append((len(clips), k))
+        return np.broadcast_to(self.dist, (len(clips), k, len(self.dist))).copy()
+
+
+def test_a_third_teacher_plugs_in_through_the_public_api(source, clips, tmp_path):
+    from edgeser.adapt.engine import fit
+    from edgeser.adapt.fusion import entropy, fuse
+    from edgeser.adapt.mifuse import FusionMethod
+
+    lalm = lalm_votes(clips)
+    const = ConstantTeacher([0.1, 0.1, 0.1, 0.7])
+
+    # equal weights: the fused target is exactly the mean of the three teachers' means
+    three = FusionMethod(source, clips, [lalm_teacher(lalm), ema(), const], cfg(epochs=1, fusion="equal"))
+    res = fit(three, tmp_path / "three.pt", progress=False)
+    assert const.asked == [(len(clips), 5)]  # a fixed teacher: asked once, with k_lalm
+    assert three.names == ["lalm", "classifier", "constant"]
+    clf_mean = three.teachers[1].samples.mean(axis=1)
+    expected = (np.nan_to_num(fuse([lalm]).target) + clf_mean + const.dist) / 3
+    np.testing.assert_allclose(three.targets, expected, atol=1e-6)
+    fs = res.summary["details"]["fusion"]["teachers"]
+    assert fs["constant"]["coverage"] == 1.0 and fs["constant"]["mean_weight"] == pytest.approx(1 / 3)
+
+    # default weighting: the constant teacher is exactly as sure as usual on every clip (relative
+    # uncertainty 0), so it outweighs each other teacher exactly where that one is less sure than usual
+    two = FusionMethod(source, clips, [lalm_teacher(lalm), ema()], cfg(epochs=1))
+    fit(two, tmp_path / "two.pt", progress=False)
+    three = FusionMethod(source, clips, [lalm_teacher(lalm), ema(), ConstantTeacher(const.dist)], cfg(epochs=1))
+    res = fit(three, tmp_path / "three_default.pt", progress=False)
+    u, w = three.fused.uncertainty, three.fused.weights
+    np.testing.assert_allclose(u[:, 2], 0.0, atol=1e-12)
+    np.testing.assert_allclose(entropy(three.fused.means[:, 2]), entropy(const.dist))
+    for t in (0, 1):
+        np.testing.assert_array_equal(w[:, 2] > w[:, t], u[:, t] > 1e-12)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    expected = (w[:, :, None] * three.fused.means).sum(axis=1)
+    np.testing.assert_allclose(three.targets, expected, atol=1e-6)
+    # the other two keep their relative weights (softmax over teachers): the new target moves from the old one
+    # towards the constant distribution by the constant teacher's weight -- and the student changes with it
+    np.testing.assert_allclose(three.targets, (1 - w[:, 2:]) * two.targets + w[:, 2:] * const.dist, atol=1e-6)
+    assert (w[:, 2] > 0).all() and not np.allclose(three.targets, two.targets)
+    assert not same(weights(tmp_path / "two.pt"), weights(tmp_path / "three_default.pt"))
+    assert [t["name"] for t in res.summary["details"]["teachers"]] == ["lalm", "classifier", "constant"]

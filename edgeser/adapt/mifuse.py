@@ -135,7 +135,8 @@ class FusionMethod(AdaptMethod):
             if list(getattr(t, "labels", self.labels)) != list(self.labels):
                 raise EdgeserError(f"teacher {self.names[i]} answers in labels {list(t.labels)}, the model has "
                                    f"{self.labels}")
-            log(f"asking {self.names[i]} for {k} samples of each of {n} clips (cached)", progress)
+            log(f"asking {self.names[i]} for {k} samples of each of {n} clips"
+                + (" (answers are cached)" if hasattr(t, "cache") else ""), progress)
             with teacher_clips(self.audio, t.reads_audio) as clips:
                 s = np.asarray(t.sample(clips, k), dtype=np.float64)
             if s.ndim != 3 or s.shape[0] != n or s.shape[2] != c:
@@ -152,9 +153,11 @@ class FusionMethod(AdaptMethod):
         for i in self.fixed:
             if valid_rows(self.answers[i]).any():
                 continue
-            usage = getattr(self.teachers[i], "usage", None)
+            t = self.teachers[i]
+            usage, unknown = getattr(t, "usage", None), getattr(t, "unknown_labels", None)
             why = (f" ({usage.unparsed_answers} answers could not be parsed, {usage.missing_samples} are missing)"
-                   if usage is not None and hasattr(usage, "unparsed_answers") else "")
+                   if usage is not None and hasattr(usage, "unparsed_answers") else
+                   f" ({unknown} answers are not in the label set {', '.join(self.labels)})" if unknown else "")
             dead.append(f"teacher {self.names[i]} gave no usable answer for any of the {len(self.clips)} target "
                         f"clips{why}")
         if not dead:

@@ -31,7 +31,7 @@ class TrainConfig(FitConfig):
     crop_s: float = 3.0
     gain_db: float = 6.0
     noise_prob: float = 0.3
-    #: labelled training clips are used whole (an unreadable one stops the run: labels are not dropped silently)
+    #: labelled clips are used whole by default (and an unreadable one stops the run: labels are not dropped)
     max_clip_s: float | None = None
     label_smoothing: float = 0.05
     balance: bool = True
@@ -81,8 +81,10 @@ class Supervised(Method):
 
     def prepare(self, progress: bool) -> None:
         sr = ModelConfig(labels=self.labels, **self.cfg.model).sample_rate
-        self.wavs = load_clips(self.clips, sr, "training clips", progress)
-        self.val_wavs = load_clips(self.val_clips, sr, "validation clips", progress) if self.val_clips else None
+        cut = int(self.cfg.max_clip_s * sr) if self.cfg.max_clip_s else None
+        self.wavs = [w[:cut] for w in load_clips(self.clips, sr, "training clips", progress)]
+        self.val_wavs = ([w[:cut] for w in load_clips(self.val_clips, sr, "validation clips", progress)]
+                         if self.val_clips else None)
         self.val_y = np.array([self.labels.index(c.label) for c in self.val_clips])  # type: ignore[arg-type]
 
     def build(self, device: torch.device) -> EmotionNet:
