@@ -82,7 +82,7 @@ def test_adapt_errors_are_one_line(tiny_checkpoint, tmp_path):
 def test_annotate_writes_votes_and_trains_on_them(tmp_path, lalm_url):
     url, _ = lalm_url
     votes = tmp_path / "votes.csv"
-    r = run("annotate", "--target", demo_manifest(), "--lalm-url", url, "--lalm-model", "stand-in", "--k-lalm", "4",
+    run("annotate", "--target", demo_manifest(), "--lalm-url", url, "--lalm-model", "stand-in", "--k-lalm", "4",
             "-o", votes)
     rows = list(csv.DictReader(open(votes)))
     assert len(rows) == len(demo_clips())
@@ -98,7 +98,8 @@ def test_annotate_writes_votes_and_trains_on_them(tmp_path, lalm_url):
 
 def test_train_listener_targets(tmp_path):
     out = tmp_path / "listener.pt"
-    run("train", "--train", demo_manifest(), "--out", out, "--targets", "listener", "--epochs", "1", "--batch-size", "4")
+    run("train", "--train", demo_manifest(), "--out", out, "--targets", "listener", "--epochs", "1",
+        "--batch-size", "4")
     assert out.exists()
     r = run("train", "--train", demo_manifest(), "--out", tmp_path / "v.pt", "--targets", "votes-all", rc=1)
     assert "votes_" in r.stderr

@@ -138,8 +138,8 @@ def test_the_registry_is_the_one_method_list():
     assert "[sfuda|shot|nrc|mifuse]" in " ".join(r.stdout.split())
     code = ("import sys, json; sys.path[:0] = sys.argv[1:]; import run; "
             "print(json.dumps([[s.name for s in run.ADAPT.values()], run.METHODS]))")
-    r = subprocess.run([sys.executable, "-c", code, str(REPO / "benchmarks" / "cross_corpus"), str(REPO / "benchmarks")],
-                       capture_output=True, text=True, timeout=120, cwd=REPO)
+    paths = [str(REPO / "benchmarks" / "cross_corpus"), str(REPO / "benchmarks")]
+    r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120, cwd=REPO)
     names, rows = json.loads(r.stdout.strip().splitlines()[-1])
     assert names == list(METHODS)
     assert rows[2:6] == ["lalm_sfuda", "shot", "nrc", "mi_fuse"]  # the registry's keys, as its results are named
