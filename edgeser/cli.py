@@ -283,7 +283,8 @@ def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, e
                       penalty_weight=penalty_weight)
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
-    click.echo(f"wrote {res.model}" + (f" (best validation UA {res.best_val_ua:.4f})" if res.best_val_ua is not None else ""))
+    best = res.best_val_ua
+    click.echo(f"wrote {res.model}" + (f" (best validation UA {best:.4f})" if best is not None else ""))
 
 
 @cli.command()
@@ -335,11 +336,17 @@ def _method_choice() -> click.Choice:
     return click.Choice(list(METHODS))
 
 
+def _default_method() -> str:
+    from .adapt.registry import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
+
+
 @cli.command()
 @click.option("--source-model", required=True, type=click.Path(dir_okay=False), help="Source checkpoint (.pt).")
 @click.option("--target", required=True, type=click.Path(), help="Target manifest CSV or folder of audio (unlabelled).")
 @_lalm_options
-@click.option("--method", type=_method_choice(), default="mifuse", show_default=True, help=_method_help())
+@click.option("--method", type=_method_choice(), default=_default_method(), show_default=True, help=_method_help())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Student checkpoint to write (.pt).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)

@@ -116,10 +116,6 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
     return sorted(out, key=lambda c: str(c.path))
 
 
-def unlabelled(clips: list[Clip]) -> list[Clip]:
-    return [Clip(c.path, None, c.speaker, dict(c.extra)) for c in clips]
-
-
 # ------------------------------------------------------------------------------------- the benchmark
 
 class Bench:

@@ -209,8 +209,8 @@ class Method:
     skipped: Sequence[str] = ()
 
     def prepare(self, progress: bool) -> None:
-        """Load data and ask fixed teachers (before seeding: nothing here may draw from the torch RNG
-        that training uses)."""
+        """Load data, the source model and the fixed teachers' answers. Runs before seeding, so that what
+        happens here (e.g. building a network to load a checkpoint into) does not shift training's random draws."""
 
     def build(self, device: torch.device) -> EmotionNet:
         """The network to train, on ``device`` (called right after seeding)."""

@@ -252,7 +252,8 @@ class FusionMethod(AdaptMethod):
 
     # ---- summary and state
     def details(self) -> dict:
-        return {"teachers": [{"name": n, **(t.describe() if t.moving else {"kind": "fixed", "k": self.cfg.k_lalm})}
+        return {"teachers": [{"name": n, "type": type(t).__name__,
+                              **(t.describe() if t.moving else {"kind": "fixed", "k": self.cfg.k_lalm})}
                              for n, t in zip(self.names, self.teachers)],
                 "fusion": None if self.fused is None else fusion_stats(self.fused, self.names)}
 
