@@ -166,7 +166,8 @@ class FusionMethod(AdaptMethod):
             raise EdgeserError(f"{self.name}: {dead[0]}; nothing to train on (check the teacher's answers and "
                                "its label set)")
         for msg in dead:
-            rest = ("the student trains on the classifier teacher alone (self-training, not MI-Fuse)"
+            rest = (f"the student trains on the {' and '.join(self.names[j] for j in self.moving)} teacher alone "
+                    "(self-training, not MI-Fuse)"
                     if len(dead) == len(self.fixed) else "the other teachers carry the fusion")
             note = f"{msg}: it contributes nothing; {rest}"
             log(f"warning: {note}", progress)
