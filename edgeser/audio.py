@@ -105,17 +105,18 @@ def audio_info(path: str | Path) -> tuple[int, int, float]:
         return f.samplerate, f.channels, f.frames / f.samplerate if f.samplerate else 0.0
 
 
-def load_audio(path: str | Path, sample_rate: int = 16000) -> np.ndarray:
-    """Decode a whole file to float32 mono at ``sample_rate``. Files over ``MAX_IN_MEMORY_S`` are refused."""
+def load_audio(path: str | Path, sample_rate: int = 16000, max_s: float | None = None) -> np.ndarray:
+    """Decode a file to float32 mono at ``sample_rate``. ``max_s``: read only the first ``max_s`` seconds (a
+    longer file is cropped, not refused). What would be read is refused over ``MAX_IN_MEMORY_S``."""
     with _open(path) as f:
         if f.frames == 0:
             raise AudioError(f"{path}: file has no audio (zero frames)")
-        if f.frames / f.samplerate > MAX_IN_MEMORY_S:
-            raise AudioError(
-                f"{path}: {f.frames / f.samplerate:.0f} s is too long to load at once; use iter_audio_blocks"
-            )
+        frames = f.frames if max_s is None else min(f.frames, max(1, int(max_s * f.samplerate)))
+        if frames / f.samplerate > MAX_IN_MEMORY_S:
+            raise AudioError(f"{path}: {frames / f.samplerate:.0f} s is too long to decode at once "
+                             f"(the limit is {MAX_IN_MEMORY_S:.0f} s)")
         try:
-            data = f.read(dtype="float32", always_2d=True)
+            data = f.read(-1 if max_s is None else frames, dtype="float32", always_2d=True)
         except Exception as e:
             raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
         sr = f.samplerate

@@ -292,7 +292,8 @@ def _need_torch() -> None:
 @click.option("--penalty-weight", type=float, default=0.0, show_default=True,
               help="Weight of the co-occurrence penalty loss (needs votes_<label> columns).")
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(1), default=32, show_default=True)
+@click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True,
+              help="Clips per step (at least 2: batch norm cannot train on one clip).")
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
@@ -318,7 +319,8 @@ def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, e
                       penalty_weight=penalty_weight)
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
-    click.echo(f"wrote {res['out']}" + (f" (best validation UA {res['best_val_ua']:.4f})" if res["best_val_ua"] is not None else ""))
+    best = res.best_val_ua
+    click.echo(f"wrote {res.model}" + (f" (best validation UA {best:.4f})" if best is not None else ""))
 
 
 @cli.command()
@@ -350,47 +352,61 @@ def _lalm_options(f):
     return f
 
 
-def _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, default_cache: Path):
-    from .adapt.teachers import LALMTeacher, PredictionsTeacher
+def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency):
+    """The LALM options as the teacher factory takes them (``edgeser.adapt.teachers.factory``)."""
+    from .adapt.teachers.factory import LALMOptions
 
-    if lalm_predictions and (lalm_url or lalm_model):
-        _fail("give either --lalm-predictions or --lalm-url/--lalm-model, not both", 2)
-    if lalm_predictions:
-        return PredictionsTeacher(lalm_predictions, labels)
-    if lalm_url and lalm_model:
-        return LALMTeacher(lalm_url, lalm_model, labels, temperature=temperature,
-                           cache_path=cache_path or default_cache, max_concurrency=concurrency)
-    if lalm_url or lalm_model:
-        _fail("--lalm-url and --lalm-model go together", 2)
-    return None
+    return LALMOptions(url=lalm_url, model=lalm_model, predictions=lalm_predictions, temperature=temperature,
+                       cache_path=cache_path, concurrency=concurrency)
+
+
+def _method_help() -> str:
+    from .adapt.registry import METHODS
+
+    return "; ".join(f"{name}: {spec.help}" for name, spec in METHODS.items())
+
+
+def _method_choice() -> click.Choice:
+    from .adapt.registry import METHODS
+
+    return click.Choice(list(METHODS))
+
+
+def _default_method() -> str:
+    from .adapt.registry import DEFAULT_METHOD
+
+    return DEFAULT_METHOD
 
 
 @cli.command()
 @click.option("--source-model", required=True, type=click.Path(dir_okay=False), help="Source checkpoint (.pt).")
 @click.option("--target", required=True, type=click.Path(), help="Target manifest CSV or folder of audio (unlabelled).")
 @_lalm_options
-@click.option("--method", type=click.Choice(["mifuse", "sfuda", "shot", "nrc"]), default="mifuse", show_default=True,
-              help="mifuse (LALM + classifier teachers), sfuda (LALM pseudo-labels only), shot, nrc (no LALM).")
+@click.option("--method", type=_method_choice(), default=_default_method(), show_default=True, help=_method_help())
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Student checkpoint to write (.pt).")
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
-@click.option("--penalty-weight", type=click.FloatRange(0), default=0.0, show_default=True,
-              help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip).")
+@click.option("--penalty-weight", type=click.FloatRange(0), default=None,
+              help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip; "
+                   "LALM methods only; default 0).")
 @click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
 def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency,
           method, out, epochs, seed, device, penalty_weight, fresh) -> None:
     """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
-    manifest has them, are only used to report progress."""
+    manifest has them, are only used to report progress; target files that cannot be read are skipped
+    and listed at the end."""
     _need_torch()
-    from .adapt.run import run_adaptation
+    from .adapt.run import adaptation_message, run_adaptation
+    from .adapt.teachers.factory import TeacherOptionsError
 
-    res = run_adaptation(
-        source_model=source_model, target=target, method=method, out=out, epochs=epochs, seed=seed, device=device,
-        resume=not fresh, k_lalm=k_lalm, penalty_weight=penalty_weight,
-        make_lalm=lambda labels: _lalm_teacher(labels, lalm_url, lalm_model, lalm_predictions, temperature, cache_path,
-                                               concurrency, Path(out).with_suffix(".lalm-cache.sqlite")))
-    click.echo(res["message"])
+    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency)
+    try:
+        res = run_adaptation(source_model, target, method, out, opts, k_lalm=k_lalm, epochs=epochs, seed=seed,
+                             device=device, penalty_weight=penalty_weight, resume=not fresh)
+    except TeacherOptionsError as e:
+        _fail(str(e), 2)
+    click.echo(adaptation_message(res))
 
 
 @cli.command()
@@ -399,12 +415,17 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
 @click.option("--labels", default="angry,happy,neutral,sad", show_default=True, help="Comma-separated label set.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Votes CSV to write.")
 def annotate(target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency, labels, out) -> None:
-    """Write the LALM teacher's K samples per clip as synthetic votes (votes_<label> columns)."""
+    """Write the LALM teacher's K samples per clip as synthetic votes (votes_<label> columns). Target
+    files that cannot be read are skipped and listed at the end."""
+    _need_torch()
+    from .adapt.teachers.factory import TeacherOptionsError, lalm_teacher_from_options
     from .annotate import annotate as run_annotate
 
-    label_set = labels.split(",")
-    teacher = _lalm_teacher(label_set, lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
-                            Path(out).with_suffix(".lalm-cache.sqlite"))
+    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency)
+    try:
+        teacher = lalm_teacher_from_options(labels.split(","), opts, Path(out).with_suffix(".lalm-cache.sqlite"))
+    except TeacherOptionsError as e:
+        _fail(str(e), 2)
     if teacher is None:
         _fail("annotate needs --lalm-url and --lalm-model, or --lalm-predictions", 2)
     res = run_annotate(target, teacher, k_lalm, out)

@@ -8,7 +8,6 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 DATA = REPO.parent / "shared" / "data"
-TINY = {"channels": 16, "bottleneck": 16, "dilations": (1, 2)}
 
 
 def data_or_skip(corpus: str = "emodb") -> Path:
@@ -28,11 +27,9 @@ def demo_clips_list():
 
 @pytest.fixture(scope="session")
 def tiny_checkpoint(tmp_path_factory, demo_clips_list) -> Path:
-    from edgeser.adapt.train import TrainConfig, train
+    from edgeser.testing.models import tiny_checkpoint as make
 
-    out = tmp_path_factory.mktemp("tiny") / "tiny.pt"
-    train(demo_clips_list, demo_clips_list, out, TrainConfig(epochs=1, batch_size=4, model=dict(TINY)), progress=False)
-    return out
+    return make(tmp_path_factory.mktemp("tiny") / "tiny.pt", demo_clips_list)
 
 
 @pytest.fixture(scope="session")

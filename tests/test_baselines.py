@@ -9,13 +9,12 @@ import torch
 
 from edgeser.adapt.baselines import (NRCConfig, SHOTConfig, nrc_adapt, nrc_loss, nrc_neighbours, param_groups,
                                      schedule_factor, shot_adapt, shot_pseudo_labels)
-from edgeser.adapt.baselines import common
-from edgeser.adapt.checkpoint import load_model, read_checkpoint, save_checkpoint
+from edgeser.adapt.checkpoint import load_model, read_checkpoint
+from edgeser.adapt.data import n_steps
 from edgeser.adapt.model import EmotionNet, ModelConfig
 from edgeser.demo import demo_manifest
 from edgeser.manifest import read_manifest
-
-TINY = dict(channels=16, bottleneck=16, dilations=(1, 2))
+from edgeser.testing.models import TINY, untrained_checkpoint
 
 
 # ------------------------------------------------------------------------------ SHOT pseudo-labels
@@ -104,7 +103,7 @@ def test_param_groups_and_schedule():
     assert n == sum(p.numel() for p in net.parameters())
     assert schedule_factor(0, 100) == 1.0
     assert schedule_factor(100, 100) == pytest.approx(11 ** -0.75)
-    assert common.n_steps(129, 64) == 2 and common.n_steps(130, 64) == 3 and common.n_steps(1, 64) == 0
+    assert n_steps(129, 64) == 2 and n_steps(130, 64) == 3 and n_steps(1, 64) == 0
 
 
 # ------------------------------------------------------------------------------ end to end
@@ -123,11 +122,8 @@ def clips():
 
 @pytest.fixture(scope="module")
 def source(clips, tmp_path_factory):
-    torch.manual_seed(0)
-    net = EmotionNet(ModelConfig(labels=sorted({c.label for c in clips}), **TINY))
-    path = tmp_path_factory.mktemp("src") / "source.pt"
-    save_checkpoint(path, net, data="demo clips (EmoDB, CC0)")
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("src") / "source.pt", sorted({c.label for c in clips}),
+                                data="demo clips (EmoDB, CC0)")
 
 
 @pytest.fixture(scope="module")
@@ -153,12 +149,14 @@ def test_end_to_end_writes_a_loadable_checkpoint(runs, source, name):
         logits = net(torch.randn(2, net.cfg.receptive_field + 800) * 0.1)
     assert logits.shape == (2, 4) and torch.isfinite(logits).all()
     summary = read_checkpoint(path)["summary"]
+    assert summary == result.summary
     assert summary["method"] == name and summary["epochs"] == EPOCHS
     assert summary["data"] == "demo clips (EmoDB, CC0)"  # carried over from the source
-    assert [h["epoch"] for h in summary["history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in summary["history"]] == [1, 2]
+    assert 0.0 <= summary["initial"]["target_ua"] <= 1.0  # the source model, before adapting
     assert all(0.0 <= h["target_ua"] <= 1.0 for h in summary["history"])
-    assert all(np.isfinite(h["loss"]) for h in summary["history"][1:])
-    assert result["final_target_ua"] == summary["history"][-1]["target_ua"]
+    assert all(np.isfinite(h["loss"]) for h in summary["history"])
+    assert result.final_target_ua == summary["history"][-1]["target_ua"]
     # the backbone and the bottleneck really moved
     before, after = _weights(source), _weights(path)
     assert not torch.equal(before["stem.0.weight"], after["stem.0.weight"])
@@ -173,7 +171,7 @@ def test_shot_keeps_the_head_frozen_and_nrc_trains_it(runs, source):
         assert torch.equal(before[k], shot[k])
     assert not torch.equal(before["classifier.weight"], nrc["classifier.weight"])  # as in the NRC reference
     hist = read_checkpoint(runs["shot"][0])["summary"]["history"]
-    assert sum(hist[1]["pseudo_label_counts"]) == 8 and "pseudo_label_ua" in hist[1]
+    assert sum(hist[0]["pseudo_label_counts"]) == 8 and "pseudo_label_ua" in hist[0]
 
 
 def test_source_network_object_is_not_modified(clips, tmp_path):
@@ -191,7 +189,7 @@ def test_labels_are_never_used(runs, clips, source, tmp_path, name):
     fn, cfg = METHODS[name]
     unlabelled = [replace(c, label=None) for c in clips]
     result = fn(source, unlabelled, tmp_path / "u.pt", cfg, progress=False)
-    assert result["final_target_ua"] is None
+    assert result.final_target_ua is None
     with_labels, without = _weights(runs[name][0]), _weights(tmp_path / "u.pt")
     assert with_labels.keys() == without.keys()
     for k in with_labels:
@@ -201,39 +199,45 @@ def test_labels_are_never_used(runs, clips, source, tmp_path, name):
 
 
 @pytest.mark.parametrize("name", list(METHODS))
-def test_resume_after_an_interruption_gives_the_same_model(runs, clips, source, tmp_path, monkeypatch, name):
+def test_labels_never_used_with_report_labels_off(runs, clips, source, tmp_path, name):
+    fn, cfg = METHODS[name]
+    result = fn(source, clips, tmp_path / "q.pt", cfg, progress=False, report_labels=False)
+    assert result.final_target_ua is None and "target_ua" not in result.summary["initial"]
+    ref, got = _weights(runs[name][0]), _weights(tmp_path / "q.pt")
+    assert all(torch.equal(ref[k], got[k]) for k in ref)
+
+
+@pytest.mark.parametrize("name", list(METHODS))
+def test_resume_after_an_interruption_gives_the_same_model(runs, clips, source, tmp_path, name):
     fn, cfg = METHODS[name]
     out = tmp_path / "r.pt"
-    real_save = common.save_checkpoint
-    calls = []
 
-    def crash_in_second_epoch(*args, **kwargs):
-        calls.append(1)
-        if len(calls) == 2:
+    def crash_after_first_epoch(record):
+        if record["epoch"] == 1:
             raise KeyboardInterrupt
-        real_save(*args, **kwargs)
 
-    monkeypatch.setattr(common, "save_checkpoint", crash_in_second_epoch)
     with pytest.raises(KeyboardInterrupt):
-        fn(source, clips, out, cfg, progress=False)
+        fn(source, clips, out, cfg, progress=False, on_epoch=crash_after_first_epoch)
     assert read_checkpoint(out)["summary"]["epochs"] == 1
-    monkeypatch.setattr(common, "save_checkpoint", real_save)
     result = fn(source, clips, out, cfg, progress=False)
-    assert [h["epoch"] for h in result["history"]] == [0, 1, 2]
+    assert [h["epoch"] for h in result.history] == [1, 2]
     ref, got = _weights(runs[name][0]), _weights(out)
     for k in ref:
         assert torch.equal(ref[k], got[k]), k
-    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in result["history"]]
-    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in runs[name][1]["history"]]
+    strip = [{k: v for k, v in h.items() if k != "seconds"} for h in result.history]
+    assert strip == [{k: v for k, v in h.items() if k != "seconds"} for h in runs[name][1].history]
+    # a finished run resumed again does nothing and returns the same result
+    again = fn(source, clips, out, cfg, progress=False)
+    assert again.history == result.history and again.summary == result.summary
     # settings changed: the state is ignored and the run starts over
     other = replace(cfg, epochs=1)
-    assert [h["epoch"] for h in fn(source, clips, out, other, progress=False)["history"]] == [0, 1]
+    assert [h["epoch"] for h in fn(source, clips, out, other, progress=False).history] == [1]
 
 
 def test_foreign_labels_switch_the_report_off_and_nrc_needs_enough_clips(clips, source, tmp_path):
     renamed = [replace(c, label="anger" if c.label == "angry" else c.label) for c in clips]
     cfg = replace(METHODS["shot"][1], epochs=1)
-    assert shot_adapt(source, renamed, tmp_path / "s.pt", cfg, progress=False)["final_target_ua"] is None
+    assert shot_adapt(source, renamed, tmp_path / "s.pt", cfg, progress=False).final_target_ua is None
     from edgeser.errors import ManifestError
 
     with pytest.raises(ManifestError, match="needs more than 5"):

@@ -6,22 +6,32 @@ import numpy as np
 import pytest
 import torch
 
-from edgeser.adapt.checkpoint import load_model, load_state, save_checkpoint
+from edgeser.adapt.checkpoint import load_model, load_state, read_checkpoint
 from edgeser.adapt.data import load_clips
-from edgeser.adapt.mifuse import MIFuseConfig, ema_update, mifuse_adapt, sfuda_adapt
+from edgeser.adapt.mifuse import EMATeacher, MIFuseConfig, ema_update, mifuse_adapt, sfuda_adapt
 from edgeser.adapt.model import EmotionNet, ModelConfig
+from edgeser.adapt.teachers import FixedSamples
 from edgeser.adapt.teachers.base import Teacher
 from edgeser.adapt.teachers.classifier import ClassifierTeacher
 from edgeser.demo import demo_manifest
+from edgeser.errors import EdgeserError
 from edgeser.manifest import read_manifest
+from edgeser.testing.models import TINY, untrained_checkpoint
 
 LABELS = ["angry", "happy", "neutral", "sad"]
-TINY = dict(channels=16, bottleneck=16, dilations=(1, 2))
 
 
 def cfg(**kw):
-    base = dict(epochs=2, batch_size=4, k_classifier=3, crop_s=1.0, max_clip_s=3.0, seed=0, device="cpu")
+    base = dict(epochs=2, batch_size=4, crop_s=1.0, max_clip_s=3.0, seed=0, device="cpu")
     return MIFuseConfig(**{**base, **kw})
+
+
+def ema(**kw):
+    return EMATeacher(**{"k": 3, **kw})
+
+
+def lalm_teacher(samples):
+    return FixedSamples(samples, name="lalm", labels=LABELS)
 
 
 @pytest.fixture(scope="module")
@@ -31,11 +41,8 @@ def clips():
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    torch.manual_seed(0)
-    net = EmotionNet(ModelConfig(labels=LABELS, **TINY))
-    path = tmp_path_factory.mktemp("src") / "source.pt"
-    save_checkpoint(path, net.eval())
-    return path
+    return untrained_checkpoint(tmp_path_factory.mktemp("src") / "source.pt", LABELS, data="demo clips (EmoDB, CC0)",
+                                model_card="a card")
 
 
 def lalm_votes(clips, k=5, seed=1, missing=()):
@@ -90,58 +97,61 @@ def test_ema_update():
 def test_mifuse_two_epochs_end_to_end(source, clips, tmp_path):
     lalm = lalm_votes(clips, missing=(0, 3))
     out = tmp_path / "adapted.pt"
-    res = mifuse_adapt(source, clips, lalm, out, cfg(), progress=False)
-    assert res["method"] == "mi-fuse" and res["epochs"] == 2 and len(res["history"]) == 2
+    res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], out, cfg(), progress=False)
+    assert res.method == "mi-fuse" and res.epochs == 2 and len(res.history) == 2 and res.model == out
     net = load_model(out)
     assert net.labels == LABELS
     assert net(torch.zeros(1, 16000)).shape == (1, 4)
-    from edgeser.adapt.checkpoint import read_checkpoint
-    ckpt = read_checkpoint(out)
-    summ = ckpt["summary"]
-    assert summ["method"] == "mi-fuse" and summ["lalm_k"] == 5
-    fs = summ["fusion"]
+    summ = read_checkpoint(out)["summary"]
+    assert summ == res.summary
+    assert summ["method"] == "mi-fuse" and summ["config"]["k_lalm"] == 5
+    assert summ["data"] == "demo clips (EmoDB, CC0)" and summ["model_card"] == "a card"  # carried from the source
+    assert [t["name"] for t in summ["details"]["teachers"]] == ["lalm", "classifier"]
+    fs = summ["details"]["fusion"]
     # clips 0 and 3 lack LALM samples: the classifier covers them, nothing is skipped
     assert fs["covered"] == len(clips)
     assert fs["teachers"]["lalm"]["coverage"] == pytest.approx(6 / 8)
     assert fs["teachers"]["lalm"]["mean_weight"] + fs["teachers"]["classifier"]["mean_weight"] == pytest.approx(1)
     assert "agreement" in fs
-    for rec in res["history"]:
+    for rec in res.history:
         assert rec["trained_clips"] == len(clips)
         assert np.isfinite(rec["loss"])
-        assert set(rec["target_ua"]) == {"student", "fused", "lalm", "classifier"}
-    st = load_state(res["state"])
-    assert st["epoch"] == 2 and st["classifier_samples"].shape == (8, 3, 4)
-    assert not np.isnan(st["classifier_samples"]).any()
+        assert 0 <= rec["target_ua"] <= 1
+        assert set(rec["teacher_ua"]) == {"fused", "lalm", "classifier"}
+    assert set(summ["initial"]) == {"target_ua", "teacher_ua"}
+    st = load_state(res.state)
+    assert st["epoch"] == 2
+    teacher_state = st["method"]["teachers"]["classifier"]
+    assert teacher_state["samples"].shape == (8, 3, 4) and not np.isnan(teacher_state["samples"]).any()
     # EMA teacher moved away from the source, and is not the student
     src = weights(source)
-    assert not same(st["ema"], src)
-    assert not same(st["ema"], st["student"])
+    assert not same(teacher_state["ema"], src)
+    assert not same(teacher_state["ema"], st["model"])
     assert not same(weights(out), src)
 
 
 def test_fused_targets_skip_only_uncovered_clips(source, clips, tmp_path):
     # LALM-only: clips 0 and 3 have no LALM sample -> skipped, the rest trained on
     lalm = lalm_votes(clips, missing=(0, 3))
-    res = sfuda_adapt(source, clips, lalm, tmp_path / "sfuda.pt", cfg(epochs=1), progress=False)
-    assert res["method"] == "lalm-sfuda"
-    assert res["history"][0]["trained_clips"] == 6
-    assert list(res["fusion"]["teachers"]) == ["lalm"]
-    assert res["mifuse_config"]["teachers"] == "lalm"
-    assert "classifier" not in res["history"][0]["target_ua"]
-    assert load_state(res["state"])["ema"] is None
-    hard = sfuda_adapt(source, clips, lalm, tmp_path / "sfuda_hard.pt", cfg(epochs=1, lalm_target="hard"),
+    res = sfuda_adapt(source, clips, lalm_teacher(lalm), tmp_path / "sfuda.pt", cfg(epochs=1), progress=False)
+    assert res.method == "lalm-sfuda"
+    assert res.history[0]["trained_clips"] == 6
+    assert list(res.summary["details"]["fusion"]["teachers"]) == ["lalm"]
+    assert "classifier" not in res.history[0]["teacher_ua"]
+    assert load_state(res.state)["method"]["teachers"] == {}
+    hard = sfuda_adapt(source, clips, lalm_teacher(lalm), tmp_path / "sfuda_hard.pt", cfg(epochs=1, lalm_target="hard"),
                        progress=False)
     assert not same(weights(tmp_path / "sfuda.pt"), weights(tmp_path / "sfuda_hard.pt"))
-    assert hard["history"][0]["trained_clips"] == 6
-    with pytest.raises(ValueError):
+    assert hard.history[0]["trained_clips"] == 6
+    with pytest.raises(EdgeserError):
         sfuda_adapt(source, clips, None, tmp_path / "x.pt", cfg(epochs=1), progress=False)
 
 
-def test_without_lalm_degrades_to_self_training(source, clips, tmp_path):
-    res = mifuse_adapt(source, clips, None, tmp_path / "self.pt", cfg(epochs=1), progress=False)
-    assert res["method"] == "classifier-self-training"
-    assert "not MI-Fuse" in res["note"]
-    assert list(res["fusion"]["teachers"]) == ["classifier"]
+def test_the_ema_teacher_alone_is_self_training(source, clips, tmp_path):
+    res = mifuse_adapt(source, clips, [ema()], tmp_path / "self.pt", cfg(epochs=1), progress=False)
+    assert res.method == "classifier-self-training"
+    assert any("not MI-Fuse" in n for n in res.summary["notes"])
+    assert list(res.summary["details"]["fusion"]["teachers"]) == ["classifier"]
     assert load_model(tmp_path / "self.pt").labels == LABELS
 
 
@@ -152,18 +162,21 @@ def test_target_labels_never_reach_the_loss(source, clips, tmp_path):
     shuffled = [dataclasses.replace(c, label=str(rng.choice(LABELS))) for c in clips]
     runs = []
     for name, cs in (("labelled", clips), ("unlabelled", unlabelled), ("shuffled", shuffled)):
-        res = mifuse_adapt(source, cs, lalm, tmp_path / f"{name}.pt", cfg(epochs=1), progress=False)
+        res = mifuse_adapt(source, cs, [lalm_teacher(lalm), ema()], tmp_path / f"{name}.pt", cfg(epochs=1),
+                           progress=False)
         runs.append(weights(tmp_path / f"{name}.pt"))
-        assert ("target_ua" in res["history"][0]) == (name != "unlabelled")
+        assert ("target_ua" in res.history[0]) == (name != "unlabelled")
     assert same(runs[0], runs[1]) and same(runs[0], runs[2])
     # report_labels=False: same weights and nothing reported
-    res = mifuse_adapt(source, clips, lalm, tmp_path / "quiet.pt", cfg(epochs=1), progress=False, report_labels=False)
-    assert "target_ua" not in res["history"][0] and same(runs[0], weights(tmp_path / "quiet.pt"))
+    res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "quiet.pt", cfg(epochs=1),
+                       progress=False, report_labels=False)
+    assert "target_ua" not in res.history[0] and same(runs[0], weights(tmp_path / "quiet.pt"))
 
 
 def test_resume_after_interruption_matches_uninterrupted(source, clips, tmp_path):
     lalm = lalm_votes(clips)
-    full = mifuse_adapt(source, clips, lalm, tmp_path / "full.pt", cfg(resample_every=1), progress=False)
+    teachers = lambda every=1: [lalm_teacher(lalm), ema(resample_every=every)]  # noqa: E731
+    full = mifuse_adapt(source, clips, teachers(), tmp_path / "full.pt", cfg(), progress=False)
 
     def stop(record):
         if record["epoch"] == 1:
@@ -171,20 +184,83 @@ def test_resume_after_interruption_matches_uninterrupted(source, clips, tmp_path
 
     out = tmp_path / "cut.pt"
     with pytest.raises(KeyboardInterrupt):
-        mifuse_adapt(source, clips, lalm, out, cfg(resample_every=1), progress=False, on_epoch=stop)
+        mifuse_adapt(source, clips, teachers(), out, cfg(), progress=False, on_epoch=stop)
     assert load_state(tmp_path / "cut.pt.state")["epoch"] == 1
     seen = []
-    res = mifuse_adapt(source, clips, lalm, out, cfg(resample_every=1), progress=False, on_epoch=seen.append)
+    res = mifuse_adapt(source, clips, teachers(), out, cfg(), progress=False, on_epoch=seen.append)
     assert [r["epoch"] for r in seen] == [2]  # only the missing epoch ran
-    assert [r["epoch"] for r in res["history"]] == [1, 2]
+    assert [r["epoch"] for r in res.history] == [1, 2]
     assert same(weights(out), weights(tmp_path / "full.pt"))
-    assert res["history"][1]["loss"] == pytest.approx(full["history"][1]["loss"])
-    # other settings: the state is ignored and the run starts over
+    assert res.history[1]["loss"] == pytest.approx(full.history[1]["loss"])
+    # another teacher setting: the state is ignored and the run starts over
     seen.clear()
-    mifuse_adapt(source, clips, lalm, out, cfg(resample_every=2), progress=False, on_epoch=seen.append)
+    mifuse_adapt(source, clips, teachers(every=2), out, cfg(), progress=False, on_epoch=seen.append)
+    assert [r["epoch"] for r in seen] == [1, 2]
+    # other answers of the LALM: the same
+    seen.clear()
+    mifuse_adapt(source, clips, [lalm_teacher(lalm_votes(clips, seed=9)), ema(resample_every=2)], out, cfg(),
+                 progress=False, on_epoch=seen.append)
     assert [r["epoch"] for r in seen] == [1, 2]
 
 
 def test_bad_lalm_shape(source, clips, tmp_path):
     with pytest.raises(ValueError):
-        mifuse_adapt(source, clips, np.zeros((3, 2, 4)), tmp_path / "bad.pt", cfg(epochs=1), progress=False)
+        mifuse_adapt(source, clips, [FixedSamples(np.zeros((3, 2, 4)), labels=LABELS)], tmp_path / "bad.pt",
+                     cfg(epochs=1), progress=False)
+    with pytest.raises(TypeError):
+        mifuse_adapt(source, clips, [np.zeros((8, 2, 4))], tmp_path / "bad.pt", cfg(epochs=1), progress=False)
+
+
+class ConstantTeacher(Teacher):
+    """A toy third teacher, defined here and nowhere in the library: the same distribution for every clip."""
+
+    name = "constant"
+    reads_audio = False
+
+    def __init__(self, dist):
+        self.dist, self.labels, self.asked = np.asarray(dist, np.float64), LABELS, []
+
+    def sample(self, clips, k):
+        self.asked.append((len(clips), k))
+        return np.broadcast_to(self.dist, (len(clips), k, len(self.dist))).copy()
+
+
+def test_a_third_teacher_plugs_in_through_the_public_api(source, clips, tmp_path):
+    from edgeser.adapt.engine import fit
+    from edgeser.adapt.fusion import entropy, fuse
+    from edgeser.adapt.mifuse import FusionMethod
+
+    lalm = lalm_votes(clips)
+    const = ConstantTeacher([0.1, 0.1, 0.1, 0.7])
+
+    # equal weights: the fused target is exactly the mean of the three teachers' means
+    three = FusionMethod(source, clips, [lalm_teacher(lalm), ema(), const], cfg(epochs=1, fusion="equal"))
+    res = fit(three, tmp_path / "three.pt", progress=False)
+    assert const.asked == [(len(clips), 5)]  # a fixed teacher: asked once, with k_lalm
+    assert three.names == ["lalm", "classifier", "constant"]
+    clf_mean = three.teachers[1].samples.mean(axis=1)
+    expected = (np.nan_to_num(fuse([lalm]).target) + clf_mean + const.dist) / 3
+    np.testing.assert_allclose(three.targets, expected, atol=1e-6)
+    fs = res.summary["details"]["fusion"]["teachers"]
+    assert fs["constant"]["coverage"] == 1.0 and fs["constant"]["mean_weight"] == pytest.approx(1 / 3)
+
+    # default weighting: the constant teacher is exactly as sure as usual on every clip (relative
+    # uncertainty 0), so it outweighs each other teacher exactly where that one is less sure than usual
+    two = FusionMethod(source, clips, [lalm_teacher(lalm), ema()], cfg(epochs=1))
+    fit(two, tmp_path / "two.pt", progress=False)
+    three = FusionMethod(source, clips, [lalm_teacher(lalm), ema(), ConstantTeacher(const.dist)], cfg(epochs=1))
+    res = fit(three, tmp_path / "three_default.pt", progress=False)
+    u, w = three.fused.uncertainty, three.fused.weights
+    np.testing.assert_allclose(u[:, 2], 0.0, atol=1e-12)
+    np.testing.assert_allclose(entropy(three.fused.means[:, 2]), entropy(const.dist))
+    for t in (0, 1):
+        np.testing.assert_array_equal(w[:, 2] > w[:, t], u[:, t] > 1e-12)
+    np.testing.assert_allclose(w.sum(axis=1), 1.0)
+    expected = (w[:, :, None] * three.fused.means).sum(axis=1)
+    np.testing.assert_allclose(three.targets, expected, atol=1e-6)
+    # the other two keep their relative weights (softmax over teachers): the new target moves from the old one
+    # towards the constant distribution by the constant teacher's weight -- and the student changes with it
+    np.testing.assert_allclose(three.targets, (1 - w[:, 2:]) * two.targets + w[:, 2:] * const.dist, atol=1e-6)
+    assert (w[:, 2] > 0).all() and not np.allclose(three.targets, two.targets)
+    assert not same(weights(tmp_path / "two.pt"), weights(tmp_path / "three_default.pt"))
+    assert [t["name"] for t in res.summary["details"]["teachers"]] == ["lalm", "classifier", "constant"]

@@ -31,11 +31,10 @@ sys.path.insert(0, str(HERE))
 from common import DATA, REPO, corpus, machine, write_manifest  # noqa: E402
 from standin import StandIn, clip_features, load_standin, make_answer, save_standin, train_standin  # noqa: E402
 
-from edgeser.adapt.baselines import NRCConfig, SHOTConfig, nrc_adapt, shot_adapt  # noqa: E402
-from edgeser.adapt.checkpoint import load_model, read_checkpoint  # noqa: E402
+from edgeser.adapt.checkpoint import load_model  # noqa: E402
 from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
-from edgeser.adapt.mifuse import MIFuseConfig, mifuse_adapt, sfuda_adapt  # noqa: E402
-from edgeser.adapt.teachers import LALMTeacher  # noqa: E402
+from edgeser.adapt.registry import METHODS as ADAPT_METHODS  # noqa: E402
+from edgeser.adapt.teachers import FixedSamples, LALMOptions, lalm_teacher_from_options  # noqa: E402
 from edgeser.adapt.teachers.openai_server import serve  # noqa: E402
 from edgeser.adapt.train import TrainConfig, train  # noqa: E402
 from edgeser.manifest import Clip  # noqa: E402
@@ -51,11 +50,19 @@ TRANSFERS = {
 }
 TRANSFER_TITLES = {"emodb_nemo": "EmoDB→nEMO", "nemo_emodb": "nEMO→EmoDB", "emodb_turev_db": "EmoDB→TurEV",
                    "nemo_turev_db": "nEMO→TurEV"}
-METHODS = ["source_only", "lalm_zero_shot", "lalm_sfuda", "shot", "nrc", "mi_fuse", "mi_fuse_raw_mi"]
-METHOD_TITLES = {"source_only": "Source only", "lalm_zero_shot": "LALM stand-in zero-shot",
-                 "lalm_sfuda": "LALM-SFUDA", "shot": "SHOT", "nrc": "NRC", "mi_fuse": "MI-Fuse",
+#: the adaptation methods are the library's registry (edgeser.adapt.registry), one row each, keyed by the
+#: name their checkpoints carry ("mi-fuse" -> "mi_fuse"); this benchmark adds two reference rows and one variant
+ADAPT = {spec.key.replace("-", "_"): spec for spec in ADAPT_METHODS.values()}
+#: variant rows: (registry method, config overrides)
+VARIANTS = {"mi_fuse_raw_mi": ("mifuse", {"uncertainty": "mi", "relative_uncertainty": False})}
+REFERENCE_TITLES = {"source_only": "Source only", "lalm_zero_shot": "LALM stand-in zero-shot"}
+METHODS = [*REFERENCE_TITLES, *ADAPT, *VARIANTS]
+METHOD_TITLES = {**REFERENCE_TITLES, **{k: s.title for k, s in ADAPT.items()},
                  "mi_fuse_raw_mi": "MI-Fuse, raw BALD-MI weights"}
-MIFUSE_VARIANTS = {"mi_fuse": {}, "mi_fuse_raw_mi": {"uncertainty": "mi", "relative_uncertainty": False}}
+#: rows of MI-Fuse (the method and its variant): they get target labels for *reporting* (their diagnostics)
+MIFUSE_ROWS = [k for k, s in ADAPT.items() if s.name == "mifuse"] + [k for k, (m, _) in VARIANTS.items()
+                                                                     if m == "mifuse"]
+MIFUSE_VARIANTS = {k: (VARIANTS[k][1] if k in VARIANTS else {}) for k in MIFUSE_ROWS}
 #: per mode: seeds, source-training epochs, adaptation epochs (the same for every adaptation method),
 #: and caps on the number of clips per set (None = every clip)
 MODES = {
@@ -63,7 +70,7 @@ MODES = {
               "caps": {"source_train": 300, "source_val": 100, "adapt": 160, "test": 240}},
     "full": {"seeds": [0, 1, 2], "source_epochs": 30, "adapt_epochs": 15, "caps": None},
 }
-LALM_K = MIFuseConfig().k_lalm  # 5 answers per clip
+LALM_K = ADAPT_METHODS["mifuse"].config().k_lalm  # 5 answers per clip
 
 
 def log(msg: str) -> None:
@@ -107,10 +114,6 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
         k = max(1, int(round(frac * len(g))))
         out += [g[i] for i in np.linspace(0, len(g) - 1, k).round().astype(int)]
     return sorted(out, key=lambda c: str(c.path))
-
-
-def unlabelled(clips: list[Clip]) -> list[Clip]:
-    return [Clip(c.path, None, c.speaker, dict(c.extra)) for c in clips]
 
 
 # ------------------------------------------------------------------------------------- the benchmark
@@ -168,8 +171,7 @@ class Bench:
         t0 = time.monotonic()
         cfg = TrainConfig(epochs=self.source_epochs, seed=seed)
         res = train(train_c, val_c, d / "model.pt", cfg, labels=LABELS)
-        summary = read_checkpoint(d / "model.pt")["summary"]
-        out = {**info, "best_val_ua": res["best_val_ua"], "best_epoch": summary.get("best_epoch"),
+        out = {**info, "best_val_ua": res.best_val_ua, "best_epoch": res.summary.get("best_epoch"),
                "epochs": self.source_epochs, "seconds": round(time.monotonic() - t0, 1),
                "train_config": asdict(cfg)}
         done.write_text(json.dumps(out, indent=1) + "\n")
@@ -207,8 +209,9 @@ class Bench:
             return self.lalm[transfer]
         s = self.standin(TRANSFERS[transfer][2])
         t0 = time.monotonic()
-        teacher = LALMTeacher(self.server_url(s), s.model_name, LABELS, temperature=1.0,
-                              cache_path=self.work / "lalm.sqlite", max_concurrency=2, progress=True)
+        teacher = lalm_teacher_from_options(LABELS, LALMOptions(url=self.server_url(s), model=s.model_name,
+                                                                temperature=1.0, cache_path=self.work / "lalm.sqlite",
+                                                                concurrency=2, progress=True))
         try:
             both = teacher.sample(adapt_c + test_c, LALM_K)
             usage = asdict(teacher.usage)
@@ -269,28 +272,24 @@ class Bench:
             probs = probs / probs.sum(axis=1, keepdims=True)
             extra = {"answers_missing_clips": int(missing.sum()), "lalm_usage": usage,
                      "standin": self.standin(third).describe()}
-        elif method == "lalm_sfuda" or method in MIFUSE_VARIANTS:
-            lalm_adapt, _, _ = self.lalm_samples(transfer, adapt_c, test_c)
-            cfg = MIFuseConfig(epochs=ep, seed=seed, **MIFUSE_VARIANTS.get(method, {}))
-            fn = sfuda_adapt if method == "lalm_sfuda" else mifuse_adapt
-            # MI-Fuse (both variants) gets the adaptation-half labels for *reporting only* (teacher/fused/student UA in its
-            # summary: the diagnostics of the results); mifuse_adapt never lets them reach a loss, a target or
-            # a random draw. LALM-SFUDA does without (its reporting pass per epoch costs time, and the
-            # stand-in's UA on the adaptation half is in MI-Fuse's diagnostics).
-            summary = fn(src_ckpt, adapt_c, lalm_adapt, d / f"{method}.pt", cfg, progress=True,
-                         report_labels=method in MIFUSE_VARIANTS)
+        elif method in ADAPT or method in VARIANTS:
+            spec, over = (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]],
+                                                                     VARIANTS[method][1])
+            cfg = spec.config(epochs=ep, seed=seed, **over)
+            teacher = None
+            if spec.needs_teacher:
+                lalm_adapt, _, _ = self.lalm_samples(transfer, adapt_c, test_c)
+                teacher = FixedSamples(lalm_adapt, name="lalm", labels=LABELS)
+            # Only the MI-Fuse rows get the adaptation-half labels, for *reporting only* (teacher/fused/student UA
+            # in their summary: the diagnostics of the results); no method lets them reach a loss, a target or a
+            # random draw. The others do without (a reporting pass per epoch costs time).
+            res = spec.run(src_ckpt, adapt_c, d / f"{method}.pt", cfg, teacher=teacher, progress=True,
+                           report_labels=method in MIFUSE_ROWS)
             ckpt = d / f"{method}.pt"
-            extra = {"config": asdict(cfg), "diagnostics": mifuse_diagnostics(summary)}
-        elif method == "shot":
-            cfg = SHOTConfig(epochs=ep, seed=seed)
-            res = shot_adapt(src_ckpt, unlabelled(adapt_c), d / "shot.pt", cfg, progress=True)
-            ckpt = d / "shot.pt"
-            extra = {"config": asdict(cfg), "last_epoch": compact(res["history"][-1] if res["history"] else {})}
-        elif method == "nrc":
-            cfg = NRCConfig(epochs=ep, seed=seed)
-            res = nrc_adapt(src_ckpt, unlabelled(adapt_c), d / "nrc.pt", cfg, progress=True)
-            ckpt = d / "nrc.pt"
-            extra = {"config": asdict(cfg), "last_epoch": compact(res["history"][-1] if res["history"] else {})}
+            extra = {"config": asdict(cfg), "teachers": res.summary["details"].get("teachers"),
+                     "last_epoch": compact(res.history[-1] if res.history else {})}
+            if "fusion" in res.summary["details"]:
+                extra["diagnostics"] = mifuse_diagnostics(res.summary)
         else:
             raise ValueError(method)
         if ckpt is not None:
@@ -340,9 +339,9 @@ class Bench:
             f"{result['ua']:.4f}, ONNX runtime {s['ua']:.4f}, max |dp| {check['max_abs_prob_diff']:.1e}")
 
 
-ADAPT_CODE = ["mifuse.py", "fusion.py", "train.py", "data.py", "model.py", "losses.py", "frontend.py",
+ADAPT_CODE = ["engine.py", "mifuse.py", "fusion.py", "train.py", "data.py", "model.py", "losses.py", "frontend.py",
               "checkpoint.py", "baselines/common.py", "baselines/shot.py", "baselines/nrc.py",
-              "teachers/classifier.py"]
+              "teachers/base.py", "teachers/classifier.py"]
 
 
 def code_hash() -> str:
@@ -367,14 +366,17 @@ def mifuse_diagnostics(summary: dict) -> dict:
     """What the MI-Fuse / LALM-SFUDA summary says about the teachers (UAs on the adaptation half,
     reported only), per epoch and at the end."""
     hist = summary.get("history", [])
+    initial = summary.get("initial") or {}
     per_epoch = [{"epoch": r["epoch"], "loss": r.get("loss"), "ce": r.get("ce"), "diversity": r.get("diversity"),
-                  "target_ua": r.get("target_ua"),
+                  "target_ua": ({"student": r.get("target_ua"), **r["teacher_ua"]} if "teacher_ua" in r else None),
                   "weights": {n: t["mean_weight"] for n, t in r["fusion"]["teachers"].items()},
                   "mean_mi": {n: t["mean_mi"] for n, t in r["fusion"]["teachers"].items()},
                   "fused_follows": {n: t["fused_follows"] for n, t in r["fusion"]["teachers"].items()},
                   "agreement": r["fusion"].get("agreement")} for r in hist]
-    return {"initial": summary.get("initial"), "per_epoch": per_epoch, "last_fusion": summary.get("fusion"),
-            "note": summary.get("note")}
+    return {"initial": {"source_ua": initial.get("target_ua"),
+                        "lalm_ua": (initial.get("teacher_ua") or {}).get("lalm")} if initial else None,
+            "per_epoch": per_epoch, "last_fusion": summary["details"].get("fusion"),
+            "note": "; ".join(summary.get("notes") or []) or None}
 
 
 # -------------------------------------------------------------------------------------------- report
@@ -489,8 +491,8 @@ def protocol(bench: Bench, transfers: list[str], mode_cfg: dict) -> dict:
         "clip_caps": mode_cfg["caps"],
         "lalm_k": LALM_K,
         "lalm_temperature": 1.0,
-        "library_default_epochs": {"source": TrainConfig().epochs, "mifuse_sfuda": MIFuseConfig().epochs,
-                                   "shot": SHOTConfig().epochs, "nrc": NRCConfig().epochs},
+        "library_default_epochs": {"source": TrainConfig().epochs,
+                                   **{name: spec.config().epochs for name, spec in ADAPT_METHODS.items()}},
         "method_settings": "every adaptation method runs adapt_epochs epochs; all other settings are the "
                            "library defaults (MI-Fuse variants: see mifuse_variants)",
         "mifuse_variants": MIFUSE_VARIANTS,
@@ -509,10 +511,10 @@ PROTOCOL_MD = """\
   *adaptation* half (first) and a *test* half; this keeps the genders balanced ({target_speakers}; TurEV-DB
   documents no genders). Methods adapt on the adaptation half **without labels**; every number in the tables
   is on the test half (UA = mean recall over the classes present, macro-F1 over the same classes).
-  SHOT and NRC get the adaptation clips with their labels removed, LALM-SFUDA gets `report_labels=False`.
+  LALM-SFUDA, SHOT and NRC run with `report_labels=False` (they never see the labels).
   MI-Fuse gets `report_labels=True`, which only fills the diagnostics of its summary (UA of the teachers, of the
-  fused target and of the student on the adaptation half, shown below); `mifuse_adapt` never lets labels reach a
-  loss, a target or a random draw (tested in `tests/test_mifuse.py`).{caps}
+  fused target and of the student on the adaptation half, shown below); no method lets labels reach a
+  loss, a target or a random draw (tested in `tests/test_mifuse.py` and `tests/test_baselines.py`).{caps}
 * **Methods**: source only; LALM zero-shot (argmax of the stand-in's mean over its K = {k} sampled answers on the
   test half, ties broken at random with the seed); LALM-SFUDA (`sfuda_adapt`: the student trained on the
   stand-in's soft vote distribution); SHOT (`shot_adapt`); NRC (`nrc_adapt`); MI-Fuse (`mifuse_adapt` with its
@@ -586,6 +588,7 @@ def write_results(bench: Bench, args, transfers: list[str], seeds: list[int], me
     name = "results_quick" if bench.mode == "quick" else "results"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
+    mifuse_defaults = ADAPT_METHODS["mifuse"].config()
 
     caps = mode_cfg["caps"]
     caps_md = ("" if caps is None else
@@ -632,17 +635,17 @@ Wall time of this invocation: {wall_s / 60:.1f} min (load average {load_md}) (co
 ## Protocol
 
 {PROTOCOL_MD.format(data=proto['data'], source_epochs=bench.source_epochs, caps=caps_md, k=LALM_K,
-                    val_speakers=val_md, target_speakers=tgt_md, steps=steps_md, tau=MIFuseConfig().tau,
+                    val_speakers=val_md, target_speakers=tgt_md, steps=steps_md, tau=mifuse_defaults.tau,
                     source_epochs_md=(f"library defaults, {TrainConfig().epochs} epochs" if bench.source_epochs == TrainConfig().epochs
                                       else f"library defaults except {bench.source_epochs} epochs instead of "
                                            f"{TrainConfig().epochs}"),
-                    adapt_epochs_md=("the library default of every method" if bench.adapt_epochs == MIFuseConfig().epochs
-                                     == SHOTConfig().epochs == NRCConfig().epochs else
+                    adapt_epochs_md=("the library default of every method" if all(
+                                         bench.adapt_epochs == s.config().epochs for s in ADAPT_METHODS.values()) else
                                      "instead of the library default 15 of every method: reduced identically for "
                                      "all of them to fit the time budget"),
-                    unc="H(mean of the teacher's samples)" if MIFuseConfig().uncertainty == "entropy" else "BALD MI",
+                    unc="H(mean of the teacher's samples)" if mifuse_defaults.uncertainty == "entropy" else "BALD MI",
                     rel="centred per teacher (minus its mean over the target clips)"
-                    if MIFuseConfig().relative_uncertainty else "(not centred)",
+                    if mifuse_defaults.relative_uncertainty else "(not centred)",
                     adapt_epochs=bench.adapt_epochs, seeds=', '.join(map(str, seeds)))}
 ## The LALM stand-in
 

@@ -76,7 +76,7 @@ def main() -> None:
         "splits": {"test_speakers": {k: sorted(v) for k, v in TEST.items()},
                    "val_speakers": {k: sorted(v) for k, v in VAL.items()},
                    "n_train": len(splits["train"]), "n_val": len(splits["val"])},
-        "best_val_ua": res["best_val_ua"], "train_seconds": round(train_s, 1),
+        "best_val_ua": res.best_val_ua, "train_seconds": round(train_s, 1),
         "onnx": {"path": str(args.onnx.relative_to(REPO)) if args.onnx.is_relative_to(REPO) else str(args.onnx),
                  "bytes": exp["bytes"], "parity": exp["parity"]},
         "test": per_corpus,
@@ -91,7 +91,7 @@ def main() -> None:
 
 Command: `{result['command']}` (git {result['machine'].get('git_commit', '?')}), {args.epochs} epochs, seed {args.seed},
 {result['splits']['n_train']} training clips, {result['splits']['n_val']} validation clips (best epoch by validation UA:
-{res['best_val_ua']:.3f}), trained in {train_s:.0f} s on {result['machine'].get('cpu', '?')} ({result['machine']['cores']} cores).
+{res.best_val_ua:.3f}), trained in {train_s:.0f} s on {result['machine'].get('cpu', '?')} ({result['machine']['cores']} cores).
 Evaluated with the exported ONNX model through the runtime (`edgeser.evaluate.predict_probs`).
 
 Test speakers (never used for training or model selection): {result['splits']['test_speakers']}.

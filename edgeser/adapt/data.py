@@ -2,16 +2,24 @@
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
 import sys
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Iterator, Sequence
 
 import numpy as np
 import torch
 
-from ..audio import load_audio
+from ..audio import audio_info, load_audio
 from ..errors import AudioError, ManifestError
 from ..manifest import Clip
 from .model import EmotionNet, mc_dropout
+
+#: target clips are cut to their first ``DEFAULT_MAX_CLIP_S`` seconds unless a method says otherwise
+DEFAULT_MAX_CLIP_S = 30.0
 
 
 def pick_device(spec: str | None = None) -> torch.device:
@@ -36,6 +44,97 @@ def load_clips(clips: Sequence[Clip], sample_rate: int = 16000, what: str = "cli
     if progress and len(clips) >= 200:
         print(f"\rloading {what}: {len(clips)}/{len(clips)}", file=sys.stderr)
     return wavs
+
+
+@dataclass
+class TargetAudio:
+    """Target clips screened by :func:`load_target_audio`: the usable ones (in order) with their audio, the
+    files skipped as unreadable ``(clip, reason)``, and the audio of the clips cropped to ``max_s`` (by index
+    in ``clips``)."""
+
+    clips: list[Clip]
+    wavs: list[np.ndarray] | None
+    skipped: list[tuple[Clip, str]] = field(default_factory=list)
+    crops: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    max_s: float | None = None
+    sample_rate: int = 16000
+
+    def skipped_report(self, limit: int = 5) -> str:
+        """One line: how many files were skipped and why (the first ``limit`` of them)."""
+        if not self.skipped:
+            return ""
+        n = len(self.skipped) + len(self.clips)
+        shown = "; ".join(reason for _, reason in self.skipped[:limit])
+        more = f"; and {len(self.skipped) - limit} more" if len(self.skipped) > limit else ""
+        return f"skipped {len(self.skipped)} of {n} target files that could not be read: {shown}{more}"
+
+
+def load_target_audio(clips: Sequence[Clip], sample_rate: int = 16000, max_s: float | None = DEFAULT_MAX_CLIP_S,
+                      what: str = "target clips", progress: bool = True, keep: bool = True) -> TargetAudio:
+    """Decode target clips, reading at most the first ``max_s`` seconds of each (None: whole files, up to
+    :data:`~edgeser.audio.MAX_IN_MEMORY_S`). Unlike :func:`load_clips` an unreadable file does not stop the
+    run: unlabelled target data is skipped and reported. Raises :class:`ManifestError` when no clip is
+    usable. ``keep=False`` only screens (the audio of cropped clips is still kept, for :func:`teacher_clips`)."""
+    clips = list(clips)
+    if not clips:
+        raise ManifestError(f"no {what}")
+    good: list[Clip] = []
+    wavs: list[np.ndarray] = []
+    skipped: list[tuple[Clip, str]] = []
+    crops: dict[int, np.ndarray] = {}
+    for i, c in enumerate(clips):
+        try:
+            long = max_s is not None and audio_info(c.path)[2] > max_s
+            w = load_audio(c.path, sample_rate, max_s=max_s)
+            w = w[: int(max_s * sample_rate)] if max_s is not None else w
+        except AudioError as e:
+            skipped.append((c, str(e)))
+            continue
+        if long:
+            crops[len(good)] = w
+        good.append(c)
+        if keep:
+            wavs.append(w)
+        if progress and (i + 1) % 200 == 0:
+            print(f"\rloading {what}: {i + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
+    if progress and len(clips) >= 200:
+        print(f"\rloading {what}: {len(clips)}/{len(clips)}", file=sys.stderr)
+    out = TargetAudio(good, wavs if keep else None, skipped, crops, max_s, sample_rate)
+    if not good:
+        raise ManifestError(f"none of the {len(clips)} {what} could be read (first: {skipped[0][1]})")
+    if skipped and progress:
+        print(f"warning: {out.skipped_report()}", file=sys.stderr, flush=True)
+    if crops and progress:
+        print(f"note: {len(crops)} {what} are longer than {max_s:g} s: only their first {max_s:g} s are used",
+              file=sys.stderr, flush=True)
+    return out
+
+
+@contextlib.contextmanager
+def teacher_clips(target: TargetAudio, reads_audio: bool = True) -> Iterator[list[Clip]]:
+    """The target clips as a teacher should get them: a teacher that decodes audio itself (``reads_audio``)
+    gets the cropped clips as temporary float32 WAV copies of their first ``max_s`` seconds (same ``key``),
+    so that it hears what the student trains on and a long file cannot stop it; others get the clips as they
+    are."""
+    if not reads_audio or not target.crops:
+        yield list(target.clips)
+        return
+    import soundfile as sf
+
+    with tempfile.TemporaryDirectory(prefix="edgeser-crops-") as tmp:
+        clips = list(target.clips)
+        for i, w in target.crops.items():
+            p = Path(tmp) / f"{i}.wav"
+            sf.write(str(p), w, target.sample_rate, subtype="FLOAT")
+            clips[i] = dataclasses.replace(clips[i], path=p, key=clips[i].key or str(clips[i].path))
+        yield clips
+
+
+def n_steps(n: int, batch_size: int) -> int:
+    """Training steps per epoch: full batches, plus the last partial one unless it is a single clip (batch
+    norm cannot train on one clip)."""
+    full, rest = divmod(n, batch_size)
+    return full + (1 if rest >= 2 else 0)
 
 
 def pad_batch(wavs: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,63 +1,18 @@
-"""MI-weighted fusion of teachers' stochastic predictions (pure numpy).
+"""Uncertainty-weighted fusion of teachers' stochastic predictions (pure numpy).
 
 Each teacher gives ``K`` sampled class distributions per clip, ``(N, K, C)`` (an LALM asked ``K``
 times, a classifier under ``K`` MC-dropout passes); a NaN row is a sample that was not obtained.
 
-* :func:`summarize` -> the teacher's mean distribution ``pbar = mean_k p_k`` and its mutual
-  information (BALD) ``MI = H(pbar) - mean_k H(p_k)`` in nats, over the valid samples of each clip.
-  MI is the part of the uncertainty that comes from the samples *disagreeing*; it lies in
-  ``[0, ln C]``. For one-hot samples (an LALM that answers one label per call) ``H(p_k) = 0``, so
-  MI is the entropy of the vote distribution: unanimous votes give 0, a 4-1 split of 5 votes 0.500,
-  a 3-2 split 0.673, a 2-2-1 split 1.055 nats (C = 4 -> ln 4 = 1.386 at most).
-* :func:`teacher_weights` -> per-clip weights over teachers, decreasing in their uncertainty.
-* :func:`fuse` -> the fused soft label ``sum_t w_t pbar_t``.
+* :func:`summarize` -> a teacher's mean distribution ``pbar = mean_k p_k`` and its mutual information
+  (BALD) ``MI = H(pbar) - mean_k H(p_k)`` per clip, over its valid samples;
+* :func:`teacher_weights` -> per-clip weights over teachers, decreasing in their uncertainty;
+* :func:`fuse` -> the fused soft label ``sum_t w_t pbar_t``; a teacher without a valid sample for a clip
+  gets weight 0 there, a clip no teacher covers gets a NaN target (the trainer skips it).
 
-A clip for which a teacher has no valid sample gets that teacher's weight 0; a clip no teacher
-covers gets a NaN target (the trainer skips it).
-
-Default: ``uncertainty="entropy", relative=True, method="softmax", tau=0.3``:
-``w_t ∝ exp(-(H(pbar_t) - mean_clips H(pbar_t)) / 0.3)``. The reasons, each checked on nEMO (an
-emodb-trained source, 600 target clips, K = 8 MC-dropout samples, 5 votes from simulated LALMs):
-
-Which uncertainty. ``uncertainty="mi"`` weights by BALD MI, the literal reading of MI-Fuse. For an
-LALM that answers one label per call MI *is* ``H(pbar)`` (above), so the two options coincide for
-that teacher. They differ for the classifier teacher: its MC-dropout samples are full
-distributions that mostly agree, so its MI measures only the disagreement between dropout masks
--- 0.05 nats on average (90th percentile 0.10) against 0.6-0.95 nats for the LALM's votes, an order
-of magnitude apart for reasons unrelated to which teacher is right. With "mi" the classifier took
-80-93 % of the weight whatever the LALM's quality, and fusing a simulated LALM of 62 % UA with the
-classifier (36 %) gave labels of 47 % UA. The predictive entropy ``H(pbar)`` (for the classifier:
-its MI plus its expected entropy) measures both on one scale, "how spread are this teacher's
-answers": 54 %.
-
-Why relative. A teacher's overall entropy level still depends on its kind (votes vs softmax
-outputs, K, calibration), and the EMA teacher's level *drifts*: the student learns from mixtures
-of two distributions, which are softer than either, so the EMA teacher grows less sure epoch after
-epoch. With absolute entropies the weight of a useless simulated LALM (29 % UA) rose from 0.30 to
-0.70 over 15 epochs of MI-Fuse and the fused labels fell from 36 % to 32 % UA. ``relative=True``
-subtracts each teacher's mean uncertainty over the clips it covers, so a weight says which teacher
-is *unusually* sure on this clip, and no teacher's level (or its drift) decides the balance: in
-the same run the weights stayed at 0.50 +- 0.01 (the fused labels still lost 3 points, 36.5 ->
-33.7 %, as the softer EMA teacher's means count for less in the average; ``sharpen`` exists for
-that but is off by default, untested). On the static simulations relative entropy did as well as
-or better than absolute (62 %-LALM: 54.5 %; useless LALM: 35-36.5 %, the classifier alone
-36.5 %). Centring needs the whole target set in one call (for a single clip it gives equal
-weights); ``relative=False`` uses absolute values.
-
-Which tau. The uncertainties are in nats, bounded by ``ln C`` (1.39 for four classes), and the
-differences that matter are a few tenths of a nat, so ``tau`` is the difference that costs a factor
-``e``: a teacher 0.3 nats less certain (than the other, relative to their usual levels) gets
-``exp(-1) = 0.37`` times its weight -- 0.27 vs 0.73, clearly lower yet not discarded. ``tau = 0.1``
-would be a near-hard switch (0.05 vs 0.95) and ``tau >= 1`` almost equal averaging (0.43 vs 0.57).
-Between 0.1 and 0.5 the fused labels' UA moved by under 1 point in the simulations, so the choice
-rests on this reasoning, not on tuning.
-
-The known failure mode is a confident-but-wrong LALM: unanimous wrong votes have the lowest
-possible uncertainty. The softmax keeps the weight bounded by how sure the classifier is on the
-same clip: a unanimous LALM whose votes usually carry 0.6 nats gets 0.88 against a classifier at
-its usual level but 0.73 where the classifier is 0.3 nats surer than usual, so the classifier keeps
-a real share exactly where it is sure. ``"inverse"`` (``w ∝ 1 / (u + eps)``, absolute values only)
-has no such bound -- an uncertainty of 0 takes ``1 / eps`` -- which is why it is not the default.
+Default: ``w_t ~ exp(-(H(pbar_t) - mean_clips H(pbar_t)) / 0.3)`` -- each teacher's predictive entropy,
+centred per teacher -- because an LALM's vote MI and a classifier's MC-dropout MI are an order of
+magnitude apart for reasons unrelated to which teacher is right. The measurements behind this are in
+``docs/ADAPTATION.md`` ("Fusion defaults").
 """
 
 from __future__ import annotations

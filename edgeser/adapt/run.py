@@ -1,61 +1,51 @@
-"""``edgeser adapt``: pick the method, fetch the LALM teacher's samples once (cached), adapt."""
+"""``edgeser adapt``: look the method up in the registry, build its LALM teacher from the options (when it
+needs one), adapt, and describe the result in a few lines."""
 
 from __future__ import annotations
 
-from dataclasses import replace
 from pathlib import Path
-from typing import Callable
+from typing import Any
 
 from ..errors import EdgeserError
 from ..manifest import read_manifest
 from .checkpoint import read_checkpoint
-from .progress import log
-
-METHODS = ("mifuse", "sfuda", "shot", "nrc")
+from .engine import FitResult
+from .registry import METHODS, get_method
+from .teachers.factory import LALMOptions, lalm_teacher_from_options
 
 
 def run_adaptation(source_model: str | Path, target: str | Path, method: str, out: str | Path,
-                   make_lalm: Callable[[list[str]], object | None], epochs: int | None = None, seed: int = 0,
-                   device: str | None = None, resume: bool = True, k_lalm: int = 5, progress: bool = True,
-                   penalty_weight: float = 0.0) -> dict:
-    """Adapt ``source_model`` to the clips of ``target`` with ``method``; returns the summary and a
-    one-line ``message``. ``make_lalm(labels)`` builds the LALM (or predictions-file) teacher, or
-    returns None when none was configured."""
-    if penalty_weight and method not in ("mifuse", "sfuda"):
-        raise EdgeserError("--penalty-weight needs an LALM method (mifuse, sfuda): its answers give the co-occurrences")
-    if method not in METHODS:
-        raise EdgeserError(f"unknown method {method!r} (one of {', '.join(METHODS)})")
+                   lalm: LALMOptions | None = None, *, k_lalm: int = 5, epochs: int | None = None, seed: int = 0,
+                   device: str | None = None, penalty_weight: float | None = None, resume: bool = True,
+                   progress: bool = True) -> FitResult:
+    """Adapt ``source_model`` to the clips of ``target`` (manifest or folder) with the registered
+    ``method``. ``lalm`` describes the LALM teacher for the methods that need one (its answers are
+    cached next to ``out`` unless ``lalm.cache_path`` says otherwise). Settings left None keep the
+    method's defaults; a setting the method does not have is an error."""
+    spec = get_method(method)
+    settings: dict[str, Any] = {"seed": seed, "device": device, "epochs": epochs, "penalty_weight": penalty_weight}
+    if spec.needs_teacher:
+        settings["k_lalm"] = k_lalm
+    cfg = spec.make_config(**{k: v for k, v in settings.items() if v is not None})
     labels = read_checkpoint(source_model)["config"]["labels"]
     clips = read_manifest(target)
-    unknown = sorted({c.label for c in clips if c.label and c.label not in labels})
-    if unknown:
-        log(f"note: target labels {unknown} are not in the model's label set; they are ignored", progress)
-    over = {"seed": seed, "device": device, **({"epochs": epochs} if epochs else {})}
-    if method in ("mifuse", "sfuda"):
-        teacher = make_lalm(labels)
+    teacher = None
+    if spec.needs_teacher:
+        teacher = lalm_teacher_from_options(labels, lalm or LALMOptions(progress=progress),
+                                            Path(out).with_suffix(".lalm-cache.sqlite"))
         if teacher is None:
-            raise EdgeserError(f"--method {method} needs an LALM teacher: --lalm-url and --lalm-model, "
-                               "or --lalm-predictions (or use --method shot / nrc)")
-        log(f"asking the LALM teacher for {k_lalm} samples of each of {len(clips)} clips (cached)", progress)
-        samples = teacher.sample(clips, k_lalm)
-        usage = getattr(teacher, "usage", None)
-        if usage is not None:
-            log(usage.summary(), progress)
-        from .mifuse import MIFuseConfig, mifuse_adapt, sfuda_adapt
+            raise EdgeserError(f"--method {spec.name} needs an LALM teacher: --lalm-url and --lalm-model, or "
+                               f"--lalm-predictions (or use --method "
+                               f"{' / '.join(n for n, m in METHODS.items() if not m.needs_teacher)})")
+    try:
+        return spec.run(source_model, clips, out, cfg, teacher=teacher, progress=progress, resume=resume)
+    finally:
+        close = getattr(teacher, "close", None)
+        if callable(close):
+            close()
 
-        cfg = replace(MIFuseConfig(), k_lalm=k_lalm, penalty_weight=penalty_weight, **over)
-        fn = mifuse_adapt if method == "mifuse" else sfuda_adapt
-        res = fn(source_model, clips, samples, out, cfg, progress=progress, resume=resume)
-    else:
-        if method == "shot":
-            from .baselines.shot import SHOTConfig as Config, shot_adapt as fn
-        else:
-            from .baselines.nrc import NRCConfig as Config, nrc_adapt as fn
-        res = fn(source_model, clips, out, replace(Config(), **over), progress=progress, resume=resume)
-    hist = res.get("history") or [{}]
-    ua = hist[-1].get("target_ua")
-    ua = ua.get("student") if isinstance(ua, dict) else ua  # MI-Fuse reports student/fused/teachers
-    res["message"] = (f"wrote {out} ({method}, {len(clips)} target clips)"
-                      + (f"; UA on the labelled target clips (reporting only): {ua:.4f}" if ua is not None else "")
-                      + f"\nnext: edgeser export {out} -o {Path(out).with_suffix('.onnx')}")
-    return res
+
+def adaptation_message(result: FitResult) -> str:
+    """What ``edgeser adapt`` prints at the end: what was written, the reported UA, warnings (skipped
+    files, teachers that contributed nothing) and the next command."""
+    return result.message + f"\nnext: edgeser export {result.model} -o {Path(result.model).with_suffix('.onnx')}"

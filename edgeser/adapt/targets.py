@@ -8,7 +8,8 @@ from typing import Sequence
 import numpy as np
 
 from ..errors import ManifestError
-from ..labels import all_inclusive_rule, cooccurrence_penalty, listener_soft_target, majority_rule, plurality_rule, votes_from_manifest
+from ..labels import (all_inclusive_rule, cooccurrence_penalty, listener_soft_target, majority_rule, plurality_rule,
+                      votes_from_manifest)
 from ..manifest import Clip
 
 KINDS = ("hard", "listener", "votes-all", "votes-plurality", "votes-majority")
@@ -44,7 +45,8 @@ def build_targets(clips: Sequence[Clip], labels: list[str], kind: str = "hard", 
                 if raw:
                     t[n] = listener_soft_target(int(idx[n]), float(raw), len(labels))
             if not any(c.extra.get("listener_recognition_pct", "").strip() for c in clips):
-                raise ManifestError("--targets listener needs a listener_recognition_pct column (EmoDB's manifest has one)")
+                raise ManifestError("--targets listener needs a listener_recognition_pct column "
+                                    "(EmoDB's manifest has one)")
     elif kind == "votes-all":
         t = all_inclusive_rule(votes)
     elif kind == "votes-plurality":

@@ -1,30 +1,27 @@
-"""Supervised (source) training on labelled clips with hard or soft targets.
-
-Seeded; CPU or CUDA (bf16 autocast on CUDA); keeps the best checkpoint by validation UA; after each
-epoch the full training state goes to ``<out>.state`` so that an interrupted run resumes where it
-stopped."""
+"""Supervised (source) training on labelled clips with hard or soft targets, as a :class:`Method` of the
+engine: the loop, seeding, checkpoint/resume are :func:`edgeser.adapt.engine.fit`'s. Keeps the checkpoint
+of the best epoch by validation UA (the last epoch's without validation clips)."""
 
 from __future__ import annotations
 
-import time
-from dataclasses import asdict, dataclass, field
+import hashlib
+from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
 
 from ..manifest import Clip
 from ..metrics import unweighted_accuracy
-from .checkpoint import load_state, restore_rng_state, rng_state, save_checkpoint, save_state
-from .data import augment, batches, load_clips, pad_batch, pick_device, predict_probs, random_crops
+from .data import load_clips, predict_probs
+from .engine import FitConfig, FitContext, FitResult, Method, TorchSchedule, fit, hash_array, hash_clips
 from .losses import cooccurrence_penalty_loss, soft_cross_entropy
-from .model import EmotionNet, ModelConfig, count_parameters
-from .progress import Progress, log
+from .model import EmotionNet, ModelConfig
 
 
 @dataclass
-class TrainConfig:
+class TrainConfig(FitConfig):
     """Settings of :func:`train` (defaults are what the bundled model was trained with)."""
 
     epochs: int = 30
@@ -32,10 +29,12 @@ class TrainConfig:
     lr: float = 3e-3
     weight_decay: float = 1e-2
     crop_s: float = 3.0
-    label_smoothing: float = 0.05
-    balance: bool = True
     gain_db: float = 6.0
     noise_prob: float = 0.3
+    #: labelled clips are used whole by default (and an unreadable one stops the run: labels are not dropped)
+    max_clip_s: float | None = None
+    label_smoothing: float = 0.05
+    balance: bool = True
     penalty_weight: float = 0.0
     seed: int = 0
     device: str | None = None
@@ -64,85 +63,87 @@ def class_weights(targets: np.ndarray) -> np.ndarray:
     return w.astype(np.float32)
 
 
+class Supervised(Method):
+    """Soft cross-entropy (class-balanced) to the targets, plus the co-occurrence penalty when given;
+    AdamW with a one-cycle schedule; the best epoch by validation UA."""
+
+    name = "train"
+
+    def __init__(self, train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, cfg: TrainConfig,
+                 labels: list[str] | None = None, targets: np.ndarray | None = None, penalty: np.ndarray | None = None):
+        self.cfg = cfg
+        self.clips, self.val_clips = list(train_clips), list(val_clips or [])
+        self.labels = labels or labels_of(self.clips)
+        self.given_targets = targets is not None
+        self.targets = one_hot_targets(self.clips, self.labels, cfg.label_smoothing) if targets is None else targets
+        self.penalty = penalty
+        self.notes = []
+
+    def prepare(self, progress: bool) -> None:
+        sr = ModelConfig(labels=self.labels, **self.cfg.model).sample_rate
+        cut = int(self.cfg.max_clip_s * sr) if self.cfg.max_clip_s else None
+        self.wavs = [w[:cut] for w in load_clips(self.clips, sr, "training clips", progress)]
+        self.val_wavs = ([w[:cut] for w in load_clips(self.val_clips, sr, "validation clips", progress)]
+                         if self.val_clips else None)
+        self.val_y = np.array([self.labels.index(c.label) for c in self.val_clips])  # type: ignore[arg-type]
+
+    def build(self, device: torch.device) -> EmotionNet:
+        net = EmotionNet(ModelConfig(labels=self.labels, **self.cfg.model)).to(device)
+        w = class_weights(self.targets) if self.cfg.balance else np.ones(len(self.labels), np.float32)
+        self.weights = torch.from_numpy(w).to(device)
+        self.pen = None if self.penalty is None else torch.from_numpy(np.asarray(self.penalty, np.float32)).to(device)
+        return net
+
+    def data_description(self) -> str:
+        return f"{len(self.clips)} labelled clips"
+
+    def val_size(self) -> int:
+        return len(self.val_clips)
+
+    def schedule(self, opt: torch.optim.Optimizer, total: int) -> TorchSchedule:
+        lr = self.cfg.lr
+        return TorchSchedule(lambda o, n: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=n,
+                                                                               pct_start=0.15), opt, total)
+
+    def identity(self, h: "hashlib._Hash") -> None:
+        hash_clips(h, self.clips)
+        hash_clips(h, self.val_clips)
+        h.update(repr(self.labels).encode())
+        hash_array(h, self.targets)
+        hash_array(h, self.penalty)
+        h.update(repr([c.label for c in self.val_clips]).encode())
+
+    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
+             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+        t = torch.from_numpy(self.targets[idx]).to(ctx.device)
+        loss = soft_cross_entropy(logits, t, self.weights)
+        if self.pen is not None and self.cfg.penalty_weight > 0:
+            loss = loss + self.cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, self.pen)
+        return loss, {}
+
+    def end_epoch(self, ctx: FitContext, epoch: int, record: dict) -> float:
+        if self.val_wavs is None:
+            return float(epoch)
+        pred = predict_probs(ctx.net, self.val_wavs, ctx.device).argmax(axis=1)
+        record["val_ua"] = float(unweighted_accuracy(self.val_y, pred, len(self.labels)))
+        return record["val_ua"]
+
+    def describe_epoch(self, record: dict) -> str:
+        return f" val UA {record['val_ua']:.4f}" if "val_ua" in record else ""
+
+    def details(self) -> dict:
+        return {"targets": "given distributions" if self.given_targets else "one-hot labels (smoothed)",
+                "cooccurrence_penalty": self.penalty is not None and self.cfg.penalty_weight > 0}
+
+
 def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: str | Path,
           cfg: TrainConfig | None = None, labels: list[str] | None = None,
           targets: np.ndarray | None = None, penalty: np.ndarray | None = None,
-          progress: bool = True, resume: bool = True) -> dict:
-    """Train a source classifier and write the best checkpoint to ``out``. Returns the summary.
+          progress: bool = True, resume: bool = True, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+    """Train a source classifier on labelled clips and write the best checkpoint to ``out``.
 
     ``targets`` (``[N, C]`` rows, e.g. vote distributions) replace the one-hot labels when given;
-    ``penalty`` (``[C, C]``) adds the co-occurrence penalty loss with ``cfg.penalty_weight``."""
-    cfg = cfg or TrainConfig()
-    out = Path(out)
-    labels = labels or labels_of(train_clips)
-    if targets is None:
-        targets = one_hot_targets(train_clips, labels, cfg.label_smoothing)
-    device = pick_device(cfg.device)
-    torch.manual_seed(cfg.seed)
-    rng = np.random.default_rng(cfg.seed)
-    net = EmotionNet(ModelConfig(labels=labels, **cfg.model)).to(device)
-    mcfg = net.cfg
-    wavs = load_clips(train_clips, mcfg.sample_rate, "training clips", progress)
-    val_wavs = load_clips(val_clips, mcfg.sample_rate, "validation clips", progress) if val_clips else None
-    val_y = np.array([labels.index(c.label) for c in val_clips]) if val_clips else None  # type: ignore[arg-type]
-
-    w = torch.from_numpy(class_weights(targets) if cfg.balance else np.ones(len(labels), np.float32)).to(device)
-    pen = torch.from_numpy(np.asarray(penalty, np.float32)).to(device) if penalty is not None else None
-    steps = (len(wavs) + cfg.batch_size - 1) // cfg.batch_size
-    opt = torch.optim.AdamW(net.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
-    sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=cfg.epochs * steps, pct_start=0.15)
-    state_path = out.with_name(out.name + ".state")
-    start, best, history = 0, -1.0, []
-    state = load_state(state_path) if resume else None
-    if state is not None and state.get("train_config") == asdict(cfg) and state.get("n_train") == len(wavs):
-        net.load_state_dict(state["model"])
-        opt.load_state_dict(state["optimizer"])
-        sched.load_state_dict(state["scheduler"])
-        restore_rng_state(rng, state["rng"])
-        start, best, history = state["epoch"], state["best"], state["history"]
-        log(f"resuming from {state_path} after epoch {start}/{cfg.epochs}", progress)
-    elif state is not None:
-        log(f"ignoring {state_path}: it belongs to other settings or data", progress)
-
-    log(f"training {count_parameters(net):,} parameters on {device} for {cfg.epochs} epochs "
-        f"({len(wavs)} clips, {len(val_wavs or [])} validation)", progress)
-    crop = int(cfg.crop_s * mcfg.sample_rate)
-    amp = device.type == "cuda"
-    for epoch in range(start, cfg.epochs):
-        t0, net = time.monotonic(), net.train()
-        total = 0.0
-        with Progress(steps, f"epoch {epoch + 1}/{cfg.epochs}", progress) as bar:
-            for idx in batches(len(wavs), cfg.batch_size, rng):
-                chunk = augment(random_crops([wavs[i] for i in idx], crop, rng), rng, cfg.gain_db, cfg.noise_prob)
-                x, lengths = pad_batch(chunk, mcfg.receptive_field)
-                x, lengths, t = x.to(device), lengths.to(device), torch.from_numpy(targets[idx]).to(device)
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                    logits = net(x, lengths)
-                loss = soft_cross_entropy(logits, t, w)
-                if pen is not None and cfg.penalty_weight > 0:
-                    loss = loss + cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, pen)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-                sched.step()
-                total += loss.item()
-                bar.update(1, loss=loss.item())
-        record = {"epoch": epoch + 1, "loss": total / steps, "seconds": round(time.monotonic() - t0, 1)}
-        if val_wavs is not None:
-            pred = predict_probs(net, val_wavs, device).argmax(axis=1)
-            record["val_ua"] = float(unweighted_accuracy(val_y, pred, len(labels)))
-        score = record.get("val_ua", float(epoch))
-        history.append(record)
-        summary = {"labels": labels, "epochs": epoch + 1, "history": history, "train_clips": len(wavs),
-                   "val_clips": len(val_wavs or []), "train_config": asdict(cfg), "device": device.type}
-        if score > best:
-            best = score
-            save_checkpoint(out, net, **summary, best_epoch=epoch + 1, best_val_ua=record.get("val_ua"))
-        save_state(state_path, {"model": net.state_dict(), "optimizer": opt.state_dict(),
-                                "scheduler": sched.state_dict(), "rng": rng_state(rng), "epoch": epoch + 1,
-                                "best": best, "history": history, "train_config": asdict(cfg),
-                                "n_train": len(wavs)})
-        log(f"epoch {epoch + 1}: loss {record['loss']:.4f}"
-            + (f" val UA {record['val_ua']:.4f} (best {best:.4f})" if "val_ua" in record else "")
-            + f" [{record['seconds']}s]", progress)
-    return {"out": str(out), "best_val_ua": best if val_wavs is not None else None, "history": history}
+    ``penalty`` (``[C, C]``) adds the co-occurrence penalty loss with ``cfg.penalty_weight``. Resumes from
+    ``<out>.state`` (``resume``); ``on_epoch`` as :func:`~edgeser.adapt.engine.fit`."""
+    method = Supervised(train_clips, val_clips, cfg or TrainConfig(), labels, targets, penalty)
+    return fit(method, out, progress=progress, resume=resume, on_epoch=on_epoch)

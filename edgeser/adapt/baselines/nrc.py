@@ -35,15 +35,17 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 
 from ...errors import ManifestError
 from ...manifest import Clip
+from ..engine import FitContext, FitResult, fit
 from ..model import EmotionNet
-from .common import AdaptConfig, Method, run_adaptation
+from .common import AdaptConfig, BaselineMethod
 
 
 @dataclass
@@ -112,28 +114,39 @@ def nrc_loss(probs: torch.Tensor, score_bank: torch.Tensor, near: torch.Tensor, 
     return l_near + l_nn + div, {"neighbours": l_near.item(), "expanded": l_nn.item(), "diversity": div.item()}
 
 
-class _NRC(Method):
+class NRCMethod(BaselineMethod):
+    """NRC: memory banks of features and scores, reciprocal-neighbour consistency plus diversity."""
+
     name = "nrc"
 
-    def __init__(self, cfg: NRCConfig):
-        self.cfg = cfg
+    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, cfg: NRCConfig,
+                 report_labels: bool = True):
+        super().__init__(source, target_clips, cfg, report_labels)
+        self.cfg: NRCConfig = cfg
         self.fea_bank: torch.Tensor | None = None
         self.score_bank: torch.Tensor | None = None
 
-    def init(self, net, feats, logits, device) -> None:
-        if len(feats) <= max(self.cfg.K, self.cfg.KK):
+    def prepare(self, progress: bool) -> None:
+        super().prepare(progress)
+        if len(self.clips) <= max(self.cfg.K, self.cfg.KK):
             raise ManifestError(f"NRC with K={self.cfg.K}, KK={self.cfg.KK} needs more than "
-                                f"{max(self.cfg.K, self.cfg.KK)} target clips, got {len(feats)}")
-        self.fea_bank = F.normalize(torch.from_numpy(feats).float(), dim=1).to(device)
-        self.score_bank = torch.softmax(torch.from_numpy(logits).float(), dim=1).to(device)
+                                f"{max(self.cfg.K, self.cfg.KK)} target clips, got {len(self.clips)}")
 
-    def loss(self, idx, feats, logits):
+    def start(self, ctx: FitContext) -> dict:
+        feats, logits = ctx.eval_pass()
+        self.fea_bank = F.normalize(torch.from_numpy(feats).float(), dim=1).to(ctx.device)
+        self.score_bank = torch.softmax(torch.from_numpy(logits).float(), dim=1).to(ctx.device)
+        return {}
+
+    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
+             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.fea_bank is not None and self.score_bank is not None
+        idx_t = torch.from_numpy(idx).to(ctx.device)
         probs = torch.softmax(logits, dim=1)
         with torch.no_grad():
-            self.fea_bank[idx] = F.normalize(feats.detach(), dim=1)
-            self.score_bank[idx] = probs.detach()
-            near, w, near_near, w_nn = nrc_neighbours(self.fea_bank, idx, self.cfg.K, self.cfg.KK,
+            self.fea_bank[idx_t] = F.normalize(feats.detach(), dim=1)
+            self.score_bank[idx_t] = probs.detach()
+            near, w, near_near, w_nn = nrc_neighbours(self.fea_bank, idx_t, self.cfg.K, self.cfg.KK,
                                                       self.cfg.nonreciprocal_weight, self.cfg.expanded_weight)
         loss, parts = nrc_loss(probs, self.score_bank, near, w, near_near, w_nn, self.cfg.epsilon)
         parts["reciprocal"] = float((w == 1.0).float().mean().item())
@@ -148,11 +161,18 @@ class _NRC(Method):
 
 
 def nrc_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-              cfg: NRCConfig | None = None, progress: bool = True, resume: bool = True) -> dict:
+              cfg: NRCConfig | None = None, progress: bool = True, resume: bool = True, report_labels: bool = True,
+              on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Adapt ``source`` (checkpoint path or network, never modified) to the unlabelled ``target_clips``
     (clips, or a manifest/folder) with NRC and write an ordinary EmotionNet checkpoint to ``out``
     (``edgeser export`` turns it into ONNX); the training state, memory banks included, goes to
     ``<out>.state`` after each epoch and an interrupted run resumes from it. Target labels, if present,
-    are only used to report UA. Returns ``{"out", "method", "epochs", "history", "final_target_ua"}``."""
-    cfg = cfg or NRCConfig()
-    return run_adaptation(_NRC(cfg), source, target_clips, out, cfg, progress, resume)
+    are only used to report UA."""
+    return fit(NRCMethod(source, target_clips, cfg or NRCConfig(), report_labels), out, progress=progress,
+               resume=resume, on_epoch=on_epoch)
+
+
+def run_nrc(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
+            cfg: NRCConfig, teacher: object = None, **kwargs) -> FitResult:
+    """Registry entry of ``nrc`` (no teacher)."""
+    return nrc_adapt(source, target_clips, out, cfg, **kwargs)

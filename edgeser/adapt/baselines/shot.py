@@ -35,7 +35,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
+from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,8 +43,9 @@ import torch.nn.functional as F
 
 from ...manifest import Clip
 from ...metrics import unweighted_accuracy
+from ..engine import FitContext, FitResult, fit
 from ..model import EmotionNet
-from .common import AdaptConfig, Method, run_adaptation, softmax
+from .common import AdaptConfig, BaselineMethod, softmax
 
 
 @dataclass
@@ -108,43 +109,55 @@ def information_maximization(logits: torch.Tensor, epsilon: float = 1e-5) -> tor
     return ent - (-(pbar * torch.log(pbar + epsilon)).sum())
 
 
-class _SHOT(Method):
+class SHOTMethod(BaselineMethod):
+    """SHOT: pseudo-labels by clustering once per epoch, cross-entropy to them plus information maximisation."""
+
     name = "shot"
 
-    def __init__(self, cfg: SHOTConfig):
-        self.cfg = cfg
-        self.needs_pass = cfg.cls_par > 0
+    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, cfg: SHOTConfig,
+                 report_labels: bool = True):
+        super().__init__(source, target_clips, cfg, report_labels)
+        self.cfg: SHOTConfig = cfg
         self.pseudo: torch.Tensor | None = None
 
-    def begin_epoch(self, feats, logits, report) -> dict:
+    def begin_epoch(self, ctx: FitContext, epoch: int) -> tuple[np.ndarray, dict]:
+        pool = np.arange(len(self.wavs))
         if self.cfg.cls_par <= 0:
-            return {}
+            return pool, {}
+        feats, logits = ctx.eval_pass()
         labels = shot_pseudo_labels(feats, softmax(logits), self.cfg.threshold)
-        self.pseudo = torch.from_numpy(labels)
+        self.pseudo = torch.from_numpy(labels).to(ctx.device)
         info: dict = {"pseudo_label_counts": np.bincount(labels, minlength=logits.shape[1]).tolist()}
-        if report is not None:  # reported only: how good the pseudo-labels are
-            idx, y = report
+        if self.report is not None:  # reported only: how good the pseudo-labels are
+            idx, y = self.report
             info["pseudo_label_ua"] = float(unweighted_accuracy(y, labels[idx], logits.shape[1]))
-        return info
+        return pool, info
 
-    def loss(self, idx, feats, logits):
+    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
+             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
         im = information_maximization(logits, self.cfg.epsilon)
         loss = self.cfg.ent_par * im
         parts = {"im": im.item()}
         if self.cfg.cls_par > 0:
             assert self.pseudo is not None
-            ce = F.cross_entropy(logits, self.pseudo.to(logits.device)[idx])
+            ce = F.cross_entropy(logits, self.pseudo[torch.from_numpy(idx).to(ctx.device)])
             loss = loss + self.cfg.cls_par * ce
             parts["ce"] = ce.item()
         return loss, parts
 
 
 def shot_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-               cfg: SHOTConfig | None = None, progress: bool = True, resume: bool = True) -> dict:
+               cfg: SHOTConfig | None = None, progress: bool = True, resume: bool = True, report_labels: bool = True,
+               on_epoch: Callable[[dict], None] | None = None) -> FitResult:
     """Adapt ``source`` (checkpoint path or network, never modified) to the unlabelled ``target_clips``
     (clips, or a manifest/folder) with SHOT and write an ordinary EmotionNet checkpoint to ``out``
     (``edgeser export`` turns it into ONNX); training state goes to ``<out>.state`` after each epoch and
-    an interrupted run resumes from it. Target labels, if present, are only used to report UA.
-    Returns ``{"out", "method", "epochs", "history", "final_target_ua"}``."""
-    cfg = cfg or SHOTConfig()
-    return run_adaptation(_SHOT(cfg), source, target_clips, out, cfg, progress, resume)
+    an interrupted run resumes from it. Target labels, if present, are only used to report UA."""
+    return fit(SHOTMethod(source, target_clips, cfg or SHOTConfig(), report_labels), out, progress=progress,
+               resume=resume, on_epoch=on_epoch)
+
+
+def run_shot(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
+             cfg: SHOTConfig, teacher: object = None, **kwargs) -> FitResult:
+    """Registry entry of ``shot`` (no teacher)."""
+    return shot_adapt(source, target_clips, out, cfg, **kwargs)

@@ -1,13 +1,12 @@
-"""The classifier teacher: K MC-dropout predictions of an :class:`EmotionNet` per clip.
+"""The classifier teachers: K MC-dropout predictions of an :class:`EmotionNet` per clip
+(:class:`ClassifierTeacher`), and the moving EMA teacher of MI-Fuse built on it (:class:`EMATeacher`).
 
-The teacher holds a *reference* to the network, so a network that is updated in place (the EMA
-teacher of MI-Fuse) is sampled with its current weights; :meth:`ClassifierTeacher.load_state_dict`
-copies other weights in. Sampling never touches the global torch RNG: each call draws from its own
-seeded generator state (``seed`` plus a call counter, or the ``seed`` passed), so the training
-loop that calls it stays reproducible."""
+Sampling never touches the global torch RNG (each call draws from its own seeded generator state), so
+the training loop that calls it stays reproducible."""
 
 from __future__ import annotations
 
+import copy
 from typing import Sequence
 
 import numpy as np
@@ -16,7 +15,7 @@ import torch
 from ...manifest import Clip
 from ..data import load_clips, mc_samples, pick_device
 from ..model import EmotionNet
-from .base import Teacher, check_k
+from .base import MovingTeacher, Teacher, check_k
 
 
 class ClassifierTeacher(Teacher):
@@ -59,3 +58,60 @@ class ClassifierTeacher(Teacher):
             for c, w in zip(missing, load_clips(missing, self.net.cfg.sample_rate, "teacher clips", self.progress)):
                 self._audio[str(c.path)] = w
         return self.sample_wavs([self._audio[str(c.path)] for c in clips], k)
+
+
+@torch.no_grad()
+def ema_update(ema: torch.nn.Module, student: torch.nn.Module, momentum: float) -> None:
+    """``ema <- m * ema + (1 - m) * student`` over the state dict: parameters and float buffers (BN
+    statistics); integer buffers (batch counters) are copied. Non-persistent buffers (the frontend's
+    fixed DFT and mel matrices) are left alone: averaging equal values would still round them."""
+    src = student.state_dict()
+    for k, v in ema.state_dict().items():
+        if v.dtype.is_floating_point:
+            v.mul_(momentum).add_(src[k], alpha=1.0 - momentum)
+        else:
+            v.copy_(src[k])
+
+
+class EMATeacher(MovingTeacher):
+    """The mean teacher: an exponential moving average of the student (``ema <- m ema + (1 - m) student``
+    after every step), starting as the source model, sampled ``k`` times per clip with MC dropout; its
+    samples are re-drawn every ``resample_every`` epochs (seed ``seed * 100003 + epoch``) as it moves."""
+
+    def __init__(self, k: int = 8, momentum: float = 0.99, resample_every: int = 2, name: str = "classifier",
+                 batch_size: int = 32):
+        self.k = check_k(k)
+        if not 0.0 <= momentum < 1.0:
+            raise ValueError(f"EMA momentum must be in [0, 1), got {momentum}")
+        if isinstance(resample_every, bool) or not isinstance(resample_every, int) or resample_every < 1:
+            raise ValueError(f"resample_every must be a positive integer, got {resample_every!r}")
+        self.momentum, self.resample_every = float(momentum), resample_every
+        self.name, self.batch_size = name, batch_size
+        self.samples: np.ndarray | None = None
+        self.net: EmotionNet | None = None
+
+    def attach(self, source: EmotionNet, device: torch.device, seed: int) -> None:
+        self.net = copy.deepcopy(source).to(device).requires_grad_(False)
+        self.sampler = ClassifierTeacher(self.net, device, name=self.name, batch_size=self.batch_size, seed=seed)
+        self.seed, self.samples = seed, None
+
+    def refresh(self, epoch: int, wavs: Sequence[np.ndarray]) -> None:
+        if self.samples is None or epoch % self.resample_every == 0:
+            self.samples = self.sampler.sample_wavs(wavs, self.k, seed=self.seed * 100_003 + epoch)
+
+    def after_step(self, student: EmotionNet) -> None:
+        assert self.net is not None, "attach() first"
+        ema_update(self.net, student, self.momentum)
+
+    def describe(self) -> dict:
+        return {"kind": "ema-classifier", "k": self.k, "momentum": self.momentum,
+                "resample_every": self.resample_every}
+
+    def state_dict(self) -> dict:
+        assert self.net is not None, "attach() first"
+        return {"ema": self.net.state_dict(), "samples": self.samples}
+
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
+        assert self.net is not None, "attach() first"
+        self.net.load_state_dict(state["ema"])
+        self.samples = state["samples"]

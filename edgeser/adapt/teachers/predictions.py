@@ -30,6 +30,8 @@ class PredictionsTeacher(Teacher):
     """Samples read (and validated) once from ``path``; ``unknown_labels`` counts label answers outside
     the set."""
 
+    reads_audio = False  # answers come from the file: the audio is never decoded
+
     def __init__(self, path: str | Path, labels: Sequence[str], synonyms: Mapping[str, str] | None = None):
         self.path = Path(path)
         self.labels = check_labels(labels)
