@@ -349,15 +349,17 @@ def _lalm_options(f):
     f = click.option("--cache", "cache_path", type=click.Path(dir_okay=False), default=None,
                      help="SQLite cache of LALM answers (default: next to --out).")(f)
     f = click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel LALM requests.")(f)
+    f = click.option("--lalm-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
+                     help="Seconds to wait for one LALM response.")(f)
     return f
 
 
-def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency):
+def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout):
     """The LALM options as the teacher factory takes them (``edgeser.adapt.teachers.factory``)."""
     from .adapt.teachers.factory import LALMOptions
 
     return LALMOptions(url=lalm_url, model=lalm_model, predictions=lalm_predictions, temperature=temperature,
-                       cache_path=cache_path, concurrency=concurrency)
+                       cache_path=cache_path, concurrency=concurrency, timeout_s=lalm_timeout)
 
 
 def _method_help() -> str:
@@ -392,7 +394,7 @@ def _default_method() -> str:
                    "LALM methods only; default 0).")
 @click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
 def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency,
-          method, out, epochs, seed, device, penalty_weight, fresh) -> None:
+          lalm_timeout, method, out, epochs, seed, device, penalty_weight, fresh) -> None:
     """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
     manifest has them, are only used to report progress; target files that cannot be read are skipped
     and listed at the end."""
@@ -400,7 +402,8 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
     from .adapt.run import adaptation_message, run_adaptation
     from .adapt.teachers.factory import TeacherOptionsError
 
-    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency)
+    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
+                                 lalm_timeout)
     try:
         res = run_adaptation(source_model, target, method, out, opts, k_lalm=k_lalm, epochs=epochs, seed=seed,
                              device=device, penalty_weight=penalty_weight, resume=not fresh)
@@ -414,14 +417,16 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
 @_lalm_options
 @click.option("--labels", default="angry,happy,neutral,sad", show_default=True, help="Comma-separated label set.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Votes CSV to write.")
-def annotate(target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency, labels, out) -> None:
+def annotate(target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency, lalm_timeout,
+             labels, out) -> None:
     """Write the LALM teacher's K samples per clip as synthetic votes (votes_<label> columns). Target
     files that cannot be read are skipped and listed at the end."""
     _need_torch()
     from .adapt.teachers.factory import TeacherOptionsError, lalm_teacher_from_options
     from .annotate import annotate as run_annotate
 
-    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency)
+    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
+                                 lalm_timeout)
     try:
         teacher = lalm_teacher_from_options(labels.split(","), opts, Path(out).with_suffix(".lalm-cache.sqlite"))
     except TeacherOptionsError as e:

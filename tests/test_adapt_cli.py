@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 
 from edgeser.adapt.checkpoint import read_checkpoint
-from edgeser.adapt.teachers.openai_server import serve
+from edgeser.testing.openai_server import serve
 from edgeser.demo import demo_clips, demo_manifest
 
 

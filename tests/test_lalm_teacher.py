@@ -1,6 +1,6 @@
 """LALMTeacher against a real loopback OpenAI-compatible server with injected faults.
 
-The server (edgeser.adapt.teachers.openai_server + FaultHandler below) answers deterministically:
+The server (edgeser.testing.openai_server + FaultHandler below) answers deterministically:
 clip ``i`` is recognised by its length and its ``t``-th answer is ``answer_text(i, t)``, in one of
 four formats (label word, markdown, {"label": ...}, a JSON distribution). Audio is synthesised, so
 these tests never skip.
@@ -24,7 +24,7 @@ import soundfile as sf
 
 from edgeser.adapt.teachers import AnswerCache, LALMTeacher, default_prompt
 from edgeser.adapt.teachers.lalm import endpoint_url
-from edgeser.adapt.teachers.openai_server import BadRequest, ChatCompletionsHandler, parse_request, serve
+from edgeser.testing.openai_server import BadRequest, ChatCompletionsHandler, parse_request, serve
 from edgeser.errors import LALMError
 from edgeser.manifest import Clip
 

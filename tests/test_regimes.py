@@ -12,7 +12,7 @@ import pytest
 import soundfile as sf
 
 from edgeser.adapt.teachers import LALMTeacher
-from edgeser.adapt.teachers.openai_server import serve
+from edgeser.testing.openai_server import serve
 from edgeser.manifest import Clip
 
 REPO = Path(__file__).resolve().parents[1]

@@ -35,7 +35,7 @@ from edgeser.adapt.checkpoint import load_model  # noqa: E402
 from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
 from edgeser.adapt.registry import METHODS as ADAPT_METHODS  # noqa: E402
 from edgeser.adapt.teachers import FixedSamples, LALMOptions, lalm_teacher_from_options  # noqa: E402
-from edgeser.adapt.teachers.openai_server import serve  # noqa: E402
+from edgeser.testing.openai_server import serve  # noqa: E402
 from edgeser.adapt.train import TrainConfig, train  # noqa: E402
 from edgeser.manifest import Clip  # noqa: E402
 from edgeser.metrics import evaluate  # noqa: E402
@@ -546,7 +546,7 @@ this regularisation was picked from three settings by cross-corpus UA on the two
 stand-in is evaluated on: EmoDB-trained → nEMO and nEMO-trained → EmoDB). Its outputs are the labels of its training
 corpus, so **the TurEV-DB-trained stand-in has no neutral output and never answers "neutral"** -- kept on
 purpose: it is what a biased LALM looks like, and it caps that teacher's UA on EmoDB and nEMO at 75 %.
-It is served by `edgeser.adapt.teachers.openai_server.serve` on 127.0.0.1 and queried through the real HTTP
+It is served by `edgeser.testing.openai_server.serve` on 127.0.0.1 and queried through the real HTTP
 client `LALMTeacher` (default prompt, temperature 1.0, K = {k} answers per clip, SQLite answer cache in the work
 directory); each answer is one label word sampled from softmax(logits / T).
 """

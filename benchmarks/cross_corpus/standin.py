@@ -267,7 +267,7 @@ def load_standin(path: Path) -> StandIn | None:
 
 
 def make_answer(standin: StandIn):
-    """``answer(audio, prompt, temperature, n)`` for :func:`edgeser.adapt.teachers.openai_server.serve`."""
+    """``answer(audio, prompt, temperature, n)`` for :func:`edgeser.testing.openai_server.serve`."""
     lock = threading.Lock()
     drawn: dict[str, int] = {}
 

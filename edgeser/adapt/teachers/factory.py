@@ -19,7 +19,8 @@ class TeacherOptionsError(EdgeserError):
 class LALMOptions:
     """How to reach the LALM teacher: an OpenAI-compatible endpoint (``url`` + ``model``) or a JSON-lines
     ``predictions`` file obtained elsewhere; sampling ``temperature``, the SQLite answer ``cache_path``
-    (None: the caller's default), parallel requests (``concurrency``), progress lines."""
+    (None: the caller's default), parallel requests (``concurrency``), seconds to wait for one response
+    (``timeout_s``), progress lines."""
 
     url: str | None = None
     model: str | None = None
@@ -27,6 +28,7 @@ class LALMOptions:
     temperature: float = 1.0
     cache_path: str | Path | None = None
     concurrency: int = 4
+    timeout_s: float = 60.0
     progress: bool = True
 
 
@@ -46,7 +48,7 @@ def lalm_teacher_from_options(labels: Sequence[str], options: LALMOptions,
 
         return LALMTeacher(o.url, o.model, list(labels), temperature=o.temperature,
                            cache_path=o.cache_path or default_cache, max_concurrency=o.concurrency,
-                           progress=o.progress)
+                           timeout_s=o.timeout_s, progress=o.progress)
     if o.url or o.model:
         raise TeacherOptionsError("--lalm-url and --lalm-model go together")
     return None

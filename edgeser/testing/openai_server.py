@@ -2,11 +2,12 @@
 
 ``answer(audio, prompt, temperature, n) -> list[str]`` receives the request's first
 ``input_audio`` decoded to 16 kHz float32 mono, the user message's text, the temperature and
-``n``; each returned string becomes one choice (returning fewer than ``n`` is allowed). ::
+``n``; each returned string becomes one choice (returning fewer than ``n`` is allowed).
 
-    server, thread, url = serve(my_answer)      # url = "http://127.0.0.1:PORT/v1"
-    ...
-    server.shutdown(); server.server_close()
+>>> server, thread, url = serve(lambda audio, prompt, temperature, n: ["happy"] * n)
+>>> url.startswith("http://127.0.0.1:") and url.endswith("/v1")
+True
+>>> server.shutdown(); server.server_close()
 
 Loopback only by default. ``usage`` token counts in responses are rough: words of the prompt plus
 25 tokens per second of audio, words of each answer (at least 1). Subclass
@@ -29,7 +30,7 @@ from typing import Callable
 import numpy as np
 import soundfile as sf
 
-from ...audio import prepare
+from ..audio import prepare
 
 AnswerFn = Callable[[np.ndarray, str, float, int], list[str]]
 SAMPLE_RATE = 16000
