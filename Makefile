@@ -23,6 +23,8 @@ demo: install
 	$(BIN)/edgeser demo
 
 test: install-dev
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
 	$(BIN)/python -m pytest -q -ra
 
 # recipes that need ../shared/data (see benchmarks/README.md)

@@ -244,11 +244,12 @@ def test_weights_that_do_not_fit_the_config_are_a_model_error(tmp_path):
 def test_train_resumed_after_an_interruption_equals_an_uninterrupted_run(tmp_path, monkeypatch, demo_clips_list):
     """The state round trip is exact enough for ``train`` to resume bit-identically (its config check
     compares tuples, its optimizer state has int keys and tuples, the numpy RNG 128-bit ints)."""
+    import edgeser.adapt.engine as engine
     import edgeser.adapt.train as tr
 
     cfg = tr.TrainConfig(epochs=3, batch_size=4, model=dict(TINY))
     tr.train(demo_clips_list, None, tmp_path / "full.pt", cfg, progress=False)
-    real, calls = tr.save_state, []
+    real, calls = engine.save_state, []
 
     def crash_after_first_epoch(*args, **kwargs):
         calls.append(1)
@@ -256,16 +257,16 @@ def test_train_resumed_after_an_interruption_equals_an_uninterrupted_run(tmp_pat
             raise KeyboardInterrupt
         real(*args, **kwargs)
 
-    monkeypatch.setattr(tr, "save_state", crash_after_first_epoch)
+    monkeypatch.setattr(engine, "save_state", crash_after_first_epoch)
     with pytest.raises(KeyboardInterrupt):
         tr.train(demo_clips_list, None, tmp_path / "cut.pt", cfg, progress=False)
     assert load_state(tmp_path / "cut.pt.state")["epoch"] == 1
     saved = []
-    monkeypatch.setattr(tr, "save_state", lambda path, state: (saved.append(state["epoch"]), real(path, state)))
+    monkeypatch.setattr(engine, "save_state", lambda path, state: (saved.append(state["epoch"]), real(path, state)))
     res = tr.train(demo_clips_list, None, tmp_path / "cut.pt", cfg, progress=False)
-    assert saved == [2, 3] and [h["epoch"] for h in res["history"]] == [1, 2, 3]  # resumed, not restarted
+    assert saved == [2, 3] and [h["epoch"] for h in res.history] == [1, 2, 3]  # resumed, not restarted
     full, cut = load_state(tmp_path / "full.pt.state"), load_state(tmp_path / "cut.pt.state")
-    for key in ("model", "optimizer", "scheduler", "rng", "epoch", "train_config"):
+    for key in ("model", "optimizer", "schedule", "rng", "epoch", "identity"):
         assert same(cut[key], full[key]), key
     assert same(read_checkpoint(tmp_path / "cut.pt")["state_dict"], read_checkpoint(tmp_path / "full.pt")["state_dict"])
 
