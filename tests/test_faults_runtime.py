@@ -51,6 +51,16 @@ def test_tiny_multichannel_chunks_are_still_frames(rec, speech) -> None:
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_int_pcm_with_channels_is_scaled_like_mono(rec, speech) -> None:
+    pcm = np.round(speech * 32767).astype(np.int16)
+    mono = rec.predict(pcm, 16000).probs
+    np.testing.assert_allclose(rec.predict(np.stack([pcm, pcm], axis=1), 16000).probs, mono, atol=1e-6)
+    np.testing.assert_allclose(rec.predict(speech, 16000).probs, mono, atol=1e-4)
+    from edgeser.audio import to_mono
+
+    assert to_mono(np.array([[16384, -16384], [-32768, -32768]], np.int16)).tolist() == [0.0, -1.0]
+
+
 # ---------------------------------------------------------------- item 6: metadata checked at load
 
 def _with_metadata(src: Path, dst: Path, **changes) -> Path:
