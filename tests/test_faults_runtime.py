@@ -90,6 +90,21 @@ def test_bad_metadata_fails_at_load(tiny_onnx, tmp_path, changes, message) -> No
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
+@pytest.mark.parametrize("field, factor, message", [
+    ("receptive_field", -1, "the graph fails on|gives"),    # one stride short: the graph cannot run it
+    ("receptive_field", +1, r"gives \d+ embeddings for \d+ samples"),  # one stride long: silently shifted windows
+    ("embedding_stride", 0.5, r"gives 1 embeddings for \d+ samples.*says 2"),
+    ("embedding_stride", 2, r"gives 3 embeddings for \d+ samples.*says 2"),
+])
+def test_receptive_field_and_stride_are_checked_against_the_graph(tiny_onnx, tmp_path, field, factor, message) -> None:
+    meta = OnnxModel(tiny_onnx).metadata
+    value = meta[field] + factor * meta["embedding_stride"] if field == "receptive_field" else meta[field] * factor
+    bad = _with_metadata(tiny_onnx, tmp_path / "bad.onnx", **{field: int(value)})
+    with pytest.raises(ModelError, match=message) as e:
+        OnnxModel(bad)
+    assert "\n" not in str(e.value)
+
+
 # ---------------------------------------------------------------- item 9: export checks its output first
 
 def test_export_checks_the_output_folder_before_any_work(tmp_path) -> None:
