@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -137,6 +138,26 @@ def test_export_prints_no_torchvision_noise(tiny_checkpoint, tmp_path) -> None:
                         str(tmp_path / "m.onnx")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "torchvision" not in r.stderr and r.stderr.strip() == "", r.stderr
+
+
+def test_export_hides_only_the_known_exporter_noise(tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import torch
+
+    from edgeser.export import export_onnx
+
+    real = torch.onnx.export
+
+    def warning_export(*args, **kwargs):  # the real exporter, after a warning of the kind users must see
+        warnings.warn("a real problem in the model", UserWarning)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", warning_export)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    messages = [str(w.message) for w in seen]
+    assert "a real problem in the model" in messages
+    assert not [m for m in messages if "LeafSpec" in m or "will not be used" in m], messages
 
 
 # ---------------------------------------------------------------- item 11: the smaller ones
