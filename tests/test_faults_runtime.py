@@ -231,3 +231,9 @@ def test_stream_takes_the_model_and_a_custom_gate(tiny_onnx, speech) -> None:
     assert events and all(e.speech and e.distribution is not None for e in events)
     with pytest.raises(TypeError, match="gate must provide"):
         EmotionStream(OnnxModel(tiny_onnx), gate=object())
+
+
+@pytest.mark.parametrize("wrong", ["recognizer", "path"])
+def test_stream_given_something_else_than_a_model_says_what_to_pass(rec, tiny_onnx, wrong) -> None:
+    with pytest.raises(TypeError, match=r"needs a loaded OnnxModel, got (Recognizer|PosixPath).*Recognizer\.stream\(\)"):
+        EmotionStream(rec if wrong == "recognizer" else tiny_onnx)
