@@ -148,7 +148,7 @@ def test_export_hides_only_the_known_exporter_noise(tiny_checkpoint, tmp_path, m
     real = torch.onnx.export
 
     def warning_export(*args, **kwargs):  # the real exporter, after a warning of the kind users must see
-        warnings.warn("a real problem in the model", UserWarning)
+        warnings.warn("a real problem in the model", UserWarning, stacklevel=2)
         return real(*args, **kwargs)
 
     monkeypatch.setattr(torch.onnx, "export", warning_export)
