@@ -44,13 +44,13 @@ def to_mono(x: np.ndarray) -> np.ndarray:
             raise AudioError(f"audio of shape {x.shape} looks like (channels, samples); pass (samples, channels), "
                              "e.g. x.T")
         raise AudioError(f"audio of shape {x.shape} has more than {MAX_CHANNELS} channels")
-    if x.ndim == 2:
-        x = x.mean(axis=1)
-    elif x.ndim != 1:
+    if x.ndim not in (1, 2):
         raise AudioError(f"audio must be 1-D or (samples, channels), got shape {x.shape}")
-    if x.dtype.kind in "iu":  # integer PCM given directly
+    if x.dtype.kind in "iu":  # integer PCM given directly: scaled before the channel mean (which makes floats)
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float64) - (info.max + info.min + 1) / 2) / (info.max - info.min + 1) * 2
+    if x.ndim == 2:
+        x = x.mean(axis=1)
     return np.ascontiguousarray(x, dtype=np.float32)
 
 

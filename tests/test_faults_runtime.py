@@ -8,6 +8,7 @@ import os
 import subprocess
 import sys
 import threading
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -51,6 +52,16 @@ def test_tiny_multichannel_chunks_are_still_frames(rec, speech) -> None:
     np.testing.assert_allclose(a, b, atol=1e-6)
 
 
+def test_int_pcm_with_channels_is_scaled_like_mono(rec, speech) -> None:
+    pcm = np.round(speech * 32767).astype(np.int16)
+    mono = rec.predict(pcm, 16000).probs
+    np.testing.assert_allclose(rec.predict(np.stack([pcm, pcm], axis=1), 16000).probs, mono, atol=1e-6)
+    np.testing.assert_allclose(rec.predict(speech, 16000).probs, mono, atol=1e-4)
+    from edgeser.audio import to_mono
+
+    assert to_mono(np.array([[16384, -16384], [-32768, -32768]], np.int16)).tolist() == [0.0, -1.0]
+
+
 # ---------------------------------------------------------------- item 6: metadata checked at load
 
 def _with_metadata(src: Path, dst: Path, **changes) -> Path:
@@ -78,6 +89,21 @@ def test_bad_metadata_fails_at_load(tiny_onnx, tmp_path, changes, message) -> No
     r = subprocess.run([sys.executable, "-m", "edgeser.cli", "predict", "-m", str(bad), str(DEMO_DIR / "03a02Wc.flac")],
                        capture_output=True, text=True, timeout=120)
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
+
+
+@pytest.mark.parametrize("field, factor, message", [
+    ("receptive_field", -1, "the graph fails on|gives"),    # one stride short: the graph cannot run it
+    ("receptive_field", +1, r"gives \d+ embeddings for \d+ samples"),  # one stride long: silently shifted windows
+    ("embedding_stride", 0.5, r"gives 1 embeddings for \d+ samples.*says 2"),
+    ("embedding_stride", 2, r"gives 3 embeddings for \d+ samples.*says 2"),
+])
+def test_receptive_field_and_stride_are_checked_against_the_graph(tiny_onnx, tmp_path, field, factor, message) -> None:
+    meta = OnnxModel(tiny_onnx).metadata
+    value = meta[field] + factor * meta["embedding_stride"] if field == "receptive_field" else meta[field] * factor
+    bad = _with_metadata(tiny_onnx, tmp_path / "bad.onnx", **{field: int(value)})
+    with pytest.raises(ModelError, match=message) as e:
+        OnnxModel(bad)
+    assert "\n" not in str(e.value)
 
 
 # ---------------------------------------------------------------- item 9: export checks its output first
@@ -112,6 +138,26 @@ def test_export_prints_no_torchvision_noise(tiny_checkpoint, tmp_path) -> None:
                         str(tmp_path / "m.onnx")], capture_output=True, text=True, timeout=600)
     assert r.returncode == 0, r.stderr
     assert "torchvision" not in r.stderr and r.stderr.strip() == "", r.stderr
+
+
+def test_export_hides_only_the_known_exporter_noise(tiny_checkpoint, tmp_path, monkeypatch) -> None:
+    import torch
+
+    from edgeser.export import export_onnx
+
+    real = torch.onnx.export
+
+    def warning_export(*args, **kwargs):  # the real exporter, after a warning of the kind users must see
+        warnings.warn("a real problem in the model", UserWarning, stacklevel=2)
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(torch.onnx, "export", warning_export)
+    with warnings.catch_warnings(record=True) as seen:
+        warnings.simplefilter("always")
+        export_onnx(tiny_checkpoint, tmp_path / "m.onnx")
+    messages = [str(w.message) for w in seen]
+    assert "a real problem in the model" in messages
+    assert not [m for m in messages if "LeafSpec" in m or "will not be used" in m], messages
 
 
 # ---------------------------------------------------------------- item 11: the smaller ones
@@ -185,3 +231,9 @@ def test_stream_takes_the_model_and_a_custom_gate(tiny_onnx, speech) -> None:
     assert events and all(e.speech and e.distribution is not None for e in events)
     with pytest.raises(TypeError, match="gate must provide"):
         EmotionStream(OnnxModel(tiny_onnx), gate=object())
+
+
+@pytest.mark.parametrize("wrong", ["recognizer", "path"])
+def test_stream_given_something_else_than_a_model_says_what_to_pass(rec, tiny_onnx, wrong) -> None:
+    with pytest.raises(TypeError, match=r"needs a loaded OnnxModel, got (Recognizer|PosixPath).*Recognizer\.stream\(\)"):
+        EmotionStream(rec if wrong == "recognizer" else tiny_onnx)

@@ -133,8 +133,9 @@ def export_onnx(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[
     level = registry_log.level
     registry_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
+        with warnings.catch_warnings():  # two known, harmless messages of the exporter; any other warning shows
+            warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
+            warnings.filterwarnings("ignore", r"# The axis name: \w+ will not be used", UserWarning)  # shared batch Dim
             prog = torch.onnx.export(StreamingGraph(net).eval(), (audio, cache), dynamo=True, opset_version=18,
                                      input_names=list(INPUTS), output_names=list(OUTPUTS),
                                      dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},

@@ -71,6 +71,40 @@ class OnnxModel:
         self.receptive_field: int = meta["receptive_field"]
         self.embedding_stride: int = meta["embedding_stride"]
         self.embedding_dim: int = meta["embedding_dim"]
+        self._probe()
+
+    def _probe(self) -> None:
+        """Run the graph on silence of ``receptive_field - 1``, ``receptive_field`` and ``+ stride`` samples: it
+        must give 0, 1 and 2 embeddings of ``embedding_dim`` and one score per label, or the metadata does not
+        describe this graph (a wrong receptive field or stride loads and streams subtly wrong windows)."""
+        import onnxruntime as ort
+
+        rf, stride, where = self.receptive_field, self.embedding_stride, str(self.path)
+        quiet = ort.RunOptions()
+        quiet.log_severity_level = 4  # an expected refusal of short audio is not logged to stderr
+
+        def frames(n: int) -> int:
+            try:
+                feed = {"audio": np.zeros((1, n), np.float32), "cache": self.empty_cache()}
+                logits, emb = self.session.run(None, feed, quiet)
+            except Exception as e:
+                if n < rf:
+                    return 0  # a graph may refuse audio shorter than its receptive field
+                raise ModelError(f"{where}: the graph fails on {n} samples of silence, which its metadata says is "
+                                 f"enough (receptive_field {rf}): "
+                                 f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+            if logits.shape != (1, len(self.labels)):
+                raise ModelError(f"{where}: {len(self.labels)} labels in the metadata but the model outputs "
+                                 f"{logits.shape[1:]} scores")
+            if emb.ndim != 3 or emb.shape[:2] != (1, self.embedding_dim):
+                raise ModelError(f"{where}: embedding_dim {self.embedding_dim} in the metadata but the graph's "
+                                 f"embeddings have shape {emb.shape}")
+            return emb.shape[2]
+
+        for n, want in ((rf - 1, 0), (rf, 1), (rf + stride, 2)):
+            if n > 0 and (got := frames(n)) != want:
+                raise ModelError(f"{where}: the graph gives {got} embeddings for {n} samples, the metadata "
+                                 f"(receptive_field {rf}, embedding_stride {stride}) says {want}")
 
     @property
     def providers(self) -> list[str]:

@@ -62,6 +62,9 @@ class EmotionStream:
     def __init__(self, model: OnnxModel, sample_rate: int = 16000, window_s: float | None = None,
                  hop_s: float | None = None, min_window_s: float = 1.0, smoothing: float = 0.5,
                  gate: Gate | None | bool = True, channels: int = 1):
+        if not isinstance(model, OnnxModel):  # e.g. a Recognizer or a path: say what to pass instead
+            raise TypeError(f"EmotionStream needs a loaded OnnxModel, got {type(model).__name__} "
+                            "(use Recognizer.stream(), or EmotionStream(OnnxModel(path)))")
         m = model
         self.model, self.labels = m, m.labels
         self.sample_rate = check_rate(sample_rate, "stream sample_rate")
