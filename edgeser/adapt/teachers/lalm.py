@@ -323,11 +323,11 @@ class LALMTeacher(Teacher):
         for item in enumerate(clips):
             jobs.put(item)
         results: queue.Queue = queue.Queue()
-        for w in range(min(self.max_concurrency, len(clips))):
-            threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
-                             name=f"edgeser-lalm-{w}").start()
         done, last_print = 0, 0.0
-        try:
+        try:  # workers start inside: a Ctrl-C that lands while they start must stop them too
+            for w in range(min(self.max_concurrency, len(clips))):
+                threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
+                                 name=f"edgeser-lalm-{w}").start()
             while done < len(clips):
                 try:
                     item = results.get(timeout=0.1)
