@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import re
 import hashlib
 import http.client
 import io
@@ -27,6 +26,7 @@ import json
 import os
 import queue
 import random
+import re
 import socket
 import sys
 import threading
@@ -90,7 +90,7 @@ def endpoint_url(url: str) -> str:
     """API base (``http://host:port/v1``) or full ``.../chat/completions`` URL -> the POST URL."""
     try:
         parts = urllib.parse.urlsplit(str(url).strip())
-        parts.port
+        _ = parts.port  # raises on a bad port
     except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
         raise LALMError(f"bad LALM URL {_shown_url(url)!r}: invalid host or port") from None
     if parts.scheme not in ("http", "https") or not parts.hostname:
