@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import threading
+import traceback
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
@@ -119,15 +120,18 @@ def test_secrets_are_redacted_in_errors_logs_summaries_and_cache(server, clips, 
     url, seen = server(echo)
     monkeypatch.setenv("EDGESER_LALM_API_KEY", KEY)
     host = url.split("//")[1]
-    t = teacher(f"http://user:pw-in-url-123@{host}/v1?api_key=query-secret-456", tmp_path, max_retries=5)
+    # '+' and '/' are written as such in the URL (and echoed so) but decode differently: both forms are redacted
+    t = teacher(f"http://user:pw-in-url-123@{host}/v1?api_key=query+secret/456", tmp_path, max_retries=5)
     out = t.sample(clips, 1)
     assert not np.isnan(out).all()
-    texts = [str(t.usage.summary()), t.usage.last_error, t.shown_endpoint, capsys.readouterr().err,
-             (tmp_path / "cache.sqlite").read_bytes().decode("latin-1")]
-    for secret in (KEY, "pw-in-url-123", "query-secret-456"):
+    # the cache's answers sit in its write-ahead log until a checkpoint: read every file of it
+    stored = b"".join(p.read_bytes() for p in sorted(tmp_path.glob("cache.sqlite*"))).decode("latin-1")
+    assert "you sent Bearer ***" in stored  # the echoed answer is stored, redacted
+    texts = [str(t.usage.summary()), t.usage.last_error, t.shown_endpoint, capsys.readouterr().err, stored]
+    for secret in (KEY, "pw-in-url-123", "query+secret/456", "query secret/456"):
         assert all(secret not in x for x in texts), secret
     assert "***" in t.usage.last_error  # the echoed header was there, and shows redacted
-    assert seen[0]["auth"] == f"Bearer {KEY}" and "api_key=query-secret-456" in seen[0]["path"]
+    assert seen[0]["auth"] == f"Bearer {KEY}" and "api_key=query+secret/456" in seen[0]["path"]
 
     # without an API key the URL's userinfo is sent as Basic auth, and redacted as well
     monkeypatch.delenv("EDGESER_LALM_API_KEY")
@@ -171,3 +175,30 @@ def test_an_unreadable_clip_gets_no_answers_and_the_rest_go_on(server, clips, tm
     assert np.isnan(out[1]).all() and not np.isnan(out[[0, 2]]).any()
     assert [p for p, _ in t.usage.unreadable] == [str(bad)]
     assert "broken.wav" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("bad", ["htp://user:pw-in-url-123@h/v1", "http://user:pw-in-url-123@h:99999/v1",
+                                 "ftp://h/v1?api_key=pw-in-url-123", "http://[::1/v1?api_key=pw-in-url-123"])
+def test_a_bad_url_is_refused_without_showing_its_credentials(bad, tmp_path) -> None:
+    with pytest.raises(LALMError, match="bad LALM URL") as e:
+        LALMTeacher(bad, "m", LABELS, cache_path=tmp_path / "c.sqlite")
+    assert "pw-in-url-123" not in "".join(traceback.format_exception(e.value))
+
+
+def test_tracebacks_do_not_carry_what_the_server_echoed(server, clips, tmp_path, monkeypatch) -> None:
+    """The error that stops a run is raised while urllib's error is handled: chained, its traceback would
+    show the server's status line, here an echo of the Authorization header and of the URL."""
+
+    def echo_in_status_line(h):
+        h.send_response(500, f"oops {h.headers.get('Authorization')} {h.path}")
+        h.send_header("Content-Length", "2")
+        h.end_headers()
+        h.wfile.write(b"{}")
+
+    url, seen = server(echo_in_status_line)
+    monkeypatch.setenv("EDGESER_LALM_API_KEY", KEY)
+    t = teacher(f"{url}/v1?api_key=query-secret-456", tmp_path, max_retries=0, max_consecutive_failures=1)
+    with pytest.raises(LALMError, match="1 failed calls in a row") as e:
+        t.sample(clips[:1], 1)
+    shown = "".join(traceback.format_exception(e.value))
+    assert seen and KEY not in shown and "query-secret-456" not in shown

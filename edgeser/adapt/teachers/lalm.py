@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import base64
 import email.utils
-import re
 import hashlib
 import http.client
 import io
@@ -27,6 +26,7 @@ import json
 import os
 import queue
 import random
+import re
 import socket
 import sys
 import threading
@@ -88,13 +88,13 @@ def wav_bytes(audio: np.ndarray, sample_rate: int) -> bytes:
 
 def endpoint_url(url: str) -> str:
     """API base (``http://host:port/v1``) or full ``.../chat/completions`` URL -> the POST URL."""
-    parts = urllib.parse.urlsplit(str(url).strip())
-    if parts.scheme not in ("http", "https") or not parts.hostname:
-        raise LALMError(f"bad LALM URL {url!r}: expected http(s)://host[:port]/v1")
     try:
-        parts.port
-    except ValueError:
-        raise LALMError(f"bad LALM URL {url!r}: invalid port") from None
+        parts = urllib.parse.urlsplit(str(url).strip())
+        _ = parts.port  # raises on a bad port
+    except ValueError:  # an unclosed IPv6 bracket, a port that is not a number or out of range
+        raise LALMError(f"bad LALM URL {_shown_url(url)!r}: invalid host or port") from None
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise LALMError(f"bad LALM URL {_shown_url(url)!r}: expected http(s)://host[:port]/v1")
     path = parts.path.rstrip("/")
     if not path.endswith("/chat/completions"):
         path += "/chat/completions"
@@ -112,6 +112,14 @@ def redact_url(url: str) -> str:
     return urllib.parse.urlunsplit((parts.scheme, netloc, parts.path, query, ""))
 
 
+def _shown_url(url: str) -> str:
+    """:func:`redact_url`, or only the scheme when the URL cannot even be split (it may hold a secret)."""
+    try:
+        return redact_url(url)
+    except ValueError:
+        return str(url).split(":", 1)[0] + ":..."
+
+
 def _secrets_of(url: str, key: str | None) -> list[str]:
     """The secret strings a message must never show: the API key, the URL's userinfo, query values."""
     parts = urllib.parse.urlsplit(str(url))
@@ -120,7 +128,8 @@ def _secrets_of(url: str, key: str | None) -> list[str]:
         user = parts.netloc.rpartition("@")[0]
         out += [user, urllib.parse.unquote(user), *user.split(":", 1), *urllib.parse.unquote(user).split(":", 1)[1:]]
     for _, v in urllib.parse.parse_qsl(parts.query, keep_blank_values=True):
-        out += [v, urllib.parse.quote(v, safe="")]
+        out += [v, urllib.parse.quote(v, safe=""), urllib.parse.quote_plus(v, safe="")]
+    out += [pair.partition("=")[2] for pair in parts.query.split("&")]  # as written: an echo shows these
     return sorted({s for s in out if len(s) >= 4}, key=len, reverse=True)
 
 
@@ -314,11 +323,11 @@ class LALMTeacher(Teacher):
         for item in enumerate(clips):
             jobs.put(item)
         results: queue.Queue = queue.Queue()
-        for w in range(min(self.max_concurrency, len(clips))):
-            threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
-                             name=f"edgeser-lalm-{w}").start()
         done, last_print = 0, 0.0
-        try:
+        try:  # workers start inside: a Ctrl-C that lands while they start must stop them too
+            for w in range(min(self.max_concurrency, len(clips))):
+                threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
+                                 name=f"edgeser-lalm-{w}").start()
             while done < len(clips):
                 try:
                     item = results.get(timeout=0.1)
@@ -457,10 +466,11 @@ class LALMTeacher(Teacher):
             streak = run.dead_streak
         if never:
             raise LALMError(f"cannot connect to the LALM endpoint {self.shown_endpoint} "
-                            f"({run.usage.last_error or 'connection refused'})")
+                            f"({run.usage.last_error or 'connection refused'})") from None
         if streak >= max(2, self.max_concurrency):
             raise LALMError(f"the LALM endpoint {self.shown_endpoint} stopped answering ({run.usage.last_error}); "
-                            f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume")
+                            f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume"
+                            ) from None
 
     def _fail(self, run: _Run, message: str) -> None:
         """Count a failed call (message redacted); stop the run after too many failures in a row."""
@@ -473,7 +483,7 @@ class LALMTeacher(Teacher):
             run.stop.set()
             raise LALMError(f"stopped after {streak} failed calls in a row to {self.shown_endpoint}; last error: "
                             f"{run.usage.last_error}; {self.cache.count()} answers are cached in {self.cache.path}, "
-                            "run again to resume")
+                            "run again to resume") from None  # the urllib error in flight carries unredacted text
 
     def _post(self, run: _Run, body: bytes) -> tuple[list[str], tuple[int | None, int | None]]:
         """One request with retries: ``(answer texts, (prompt_tokens, completion_tokens))``."""
