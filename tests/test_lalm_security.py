@@ -202,3 +202,12 @@ def test_tracebacks_do_not_carry_what_the_server_echoed(server, clips, tmp_path,
         t.sample(clips[:1], 1)
     shown = "".join(traceback.format_exception(e.value))
     assert seen and KEY not in shown and "query-secret-456" not in shown
+
+
+def test_the_openai_key_is_for_openai_only() -> None:
+    from edgeser.adapt.teachers.lalm import _is_openai
+
+    assert _is_openai("https://api.openai.com/v1/chat/completions")
+    for url in ("http://api.openai.com/v1/chat/completions", "https://api.openai.com.evil.net/v1",
+                "https://evilopenai.com/v1", "http://127.0.0.1:8000/v1"):
+        assert not _is_openai(url), url

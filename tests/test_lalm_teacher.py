@@ -210,11 +210,11 @@ def test_request_format_audio_and_api_key(start_server, clips, tmp_path, monkeyp
     monkeypatch.setenv("EDGESER_LALM_API_KEY", "k1")
     teacher(url + "/chat/completions", tmp_path, temperature=0.7, use_n=False).sample(clips[:1], k=1)
     monkeypatch.delenv("EDGESER_LALM_API_KEY")
-    monkeypatch.setenv("OPENAI_API_KEY", "k2")
+    monkeypatch.setenv("OPENAI_API_KEY", "k2")  # an OpenAI key is for api.openai.com: never sent to this server
     teacher(url + "/", tmp_path, temperature=0.5).sample(clips[:1], k=1)
     monkeypatch.delenv("OPENAI_API_KEY")
     teacher(url, tmp_path, temperature=0.3).sample(clips[:1], k=1)
-    assert [r["auth"] for r in st.requests] == ["Bearer k1", "Bearer k2", None]
+    assert [r["auth"] for r in st.requests] == ["Bearer k1", None, None]
     body = st.requests[0]["body"]
     assert body["model"] == "stand-in" and body["temperature"] == 0.7 and "n" not in body
     assert 1 <= body["max_tokens"] <= 64

@@ -127,7 +127,7 @@ class FailingStream(EmotionStream):
 
 class FailingRecognizer(Recognizer):
     def stream(self, sample_rate=16000, **options):
-        return FailingStream(self, sample_rate=sample_rate, **options)
+        return FailingStream(self.model, sample_rate=sample_rate, **options)
 
 
 def test_a_failing_analysis_reports_an_error_and_the_audio_keeps_flowing(rec):

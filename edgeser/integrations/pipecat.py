@@ -1,7 +1,13 @@
 """edgeser in a pipecat voice agent: :class:`EmotionProcessor` listens to the user's audio and pushes
 :class:`EmotionFrame` s downstream, leaving every frame it receives unchanged.
 
->>> pipeline = Pipeline([transport.input(), stt, EmotionProcessor(), user_aggregator, llm, tts, transport.output()])
+In a voice agent::
+
+    pipeline = Pipeline([transport.input(), stt, EmotionProcessor(), user_aggregator, llm, tts, transport.output()])
+
+>>> proc = EmotionProcessor()              # the bundled model; a FrameProcessor like any other
+>>> isinstance(proc, FrameProcessor), proc.recognizer.labels
+(True, ['angry', 'happy', 'neutral', 'sad'])
 
 Needs ``pip install 'edgeser[pipecat]'`` (pipecat-ai, Python >= 3.11).
 """

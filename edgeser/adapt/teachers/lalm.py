@@ -133,6 +133,13 @@ def _secrets_of(url: str, key: str | None) -> list[str]:
     return sorted({s for s in out if len(s) >= 4}, key=len, reverse=True)
 
 
+def _is_openai(endpoint: str) -> bool:
+    """Whether ``endpoint`` is OpenAI's own API over HTTPS (the only place ``OPENAI_API_KEY`` is sent)."""
+    parts = urllib.parse.urlsplit(endpoint)
+    host = (parts.hostname or "").lower()
+    return parts.scheme == "https" and (host == "openai.com" or host.endswith(".openai.com"))
+
+
 class _NoRedirects(urllib.request.HTTPRedirectHandler):
     """Never follow a redirect: urllib would resend the Authorization header to whatever host it names."""
 
@@ -287,7 +294,9 @@ class LALMTeacher(Teacher):
         self.prompt_sha256 = hashlib.sha256(
             json.dumps([self.system_prompt or "", self.prompt]).encode()).hexdigest()
         self.cache = AnswerCache(cache_path if cache_path is not None else default_cache_path())
-        key = os.environ.get(api_key_env) or os.environ.get("OPENAI_API_KEY")
+        key = os.environ.get(api_key_env)
+        if not key and _is_openai(self.endpoint):  # an OpenAI key goes to OpenAI only, never to any --lalm-url
+            key = os.environ.get("OPENAI_API_KEY")
         self._secrets = _secrets_of(url, key)
         self.shown_endpoint = redact_url(self.endpoint)  # the only form of the URL that is ever printed
         auth = {"Authorization": f"Bearer {key}"} if key else {}
@@ -526,7 +535,8 @@ class LALMTeacher(Teacher):
                 self._fail(run, f"HTTP {code}: {msg}")
                 if code in (401, 403):
                     raise LALMError(f"the LALM endpoint {self.shown_endpoint} refused access (HTTP {code}: {msg}); "
-                                    "set EDGESER_LALM_API_KEY (or OPENAI_API_KEY)") from None
+                                    "set EDGESER_LALM_API_KEY (OPENAI_API_KEY is used for api.openai.com only)"
+                                    ) from None
                 if code in (404, 405):
                     raise LALMError(f"no chat-completions endpoint or model at {self.shown_endpoint} "
                                     f"(HTTP {code}: {msg}); the URL should be the API base, e.g. http://host:port/v1"
