@@ -6,6 +6,8 @@ import io
 import os
 import sys
 
+import pytest
+
 from edgeser.adapt.progress import Progress
 
 
@@ -36,3 +38,24 @@ def test_terminal_gets_one_rewritten_line(monkeypatch) -> None:
         tty.close()
     assert out.replace("\r\n", "\n").count("\r") == 3 and "\x1b[K" in out and "loading: 3/3" in out
     assert out.replace("\r\n", "\n").endswith("\n")
+
+
+def test_log_gets_the_last_position_when_the_work_stops_early(monkeypatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with pytest.raises(KeyboardInterrupt):
+        with Progress(100, "teacher") as p:
+            for _ in range(37):
+                p.update(1, cached=3)
+            raise KeyboardInterrupt
+    lines = err.getvalue().splitlines()
+    assert len(lines) == 1 and lines[0].startswith("teacher: 37/100") and lines[0].endswith("cached 3"), lines
+
+
+def test_log_lines_follow_the_rate_limit(monkeypatch) -> None:
+    err = io.StringIO()
+    monkeypatch.setattr(sys, "stderr", err)
+    with Progress(50, "x", log_every_s=0.0) as p:  # no limit: one line per update, none repeated at the end
+        for _ in range(50):
+            p.update(1)
+    assert len(err.getvalue().splitlines()) == 50
