@@ -11,11 +11,12 @@ import time
 
 
 class Progress:
-    """``with Progress(total, "adapting") as p: p.update(n, loss=0.3)``. Silent when ``enabled`` is False."""
+    """``with Progress(total, "adapting") as p: p.update(n, loss=0.3)``. Silent when ``enabled`` is False;
+    ``unit`` (e.g. "clips") follows the count."""
 
     def __init__(self, total: int, desc: str, enabled: bool = True, every_s: float = 0.5,
-                 log_every_s: float = 10.0):
-        self.total, self.desc, self.enabled = total, desc, enabled
+                 log_every_s: float = 10.0, unit: str = ""):
+        self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
         self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self.every_s = every_s if self.tty else log_every_s
         self.done, self._t0, self._last = 0, time.monotonic(), time.monotonic() if not self.tty else 0.0
@@ -26,7 +27,8 @@ class Progress:
         """The text of the progress line (no control characters)."""
         extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         rate = self.done / max(time.monotonic() - self._t0, 1e-9)
-        return f"{self.desc}: {self.done}/{self.total} ({rate:.1f}/s) {extra}".rstrip()
+        unit = f" {self.unit}" if self.unit else ""
+        return f"{self.desc}: {self.done}/{self.total}{unit} ({rate:.1f}/s) {extra}".rstrip()
 
     def update(self, n: int = 1, **info: float | str) -> None:
         self.done += n
