@@ -278,7 +278,7 @@ def _need_torch() -> None:
     try:
         import torch  # noqa: F401
     except ImportError:
-        _fail("this command needs the training extra: pip install 'edgeser[adapt]'")
+        _fail("this command needs the [adapt] extra (torch): pip install '.[adapt]' in the edgeser checkout")
 
 
 @cli.command()

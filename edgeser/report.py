@@ -45,7 +45,7 @@ def write_report(out_dir: str | Path, metrics_dict: dict, probs, reference,
         from matplotlib.figure import Figure
     except ImportError:
         return ReportFiles(json_path, [], "plots skipped: matplotlib is not installed "
-                                          "(pip install 'edgeser[eval]')")
+                                          "(the [eval] extra: pip install '.[eval]' in the edgeser checkout)")
     cm = metrics_dict.get("confusion_matrix")
     if cm is None:
         p = np.asarray(probs)

@@ -240,8 +240,11 @@ def test_capture_tone_frequency_and_level(vmic, tmp_path):
 def test_slow_consumer_drops_oldest_blocks(vmic):
     with Microphone(block_s=0.02, queue_s=0.1) as mic:  # queue of 5 blocks
         next(mic)
-        time.sleep(0.6)  # ~30 blocks arrive, only 5 fit
-        assert mic.dropped_blocks >= 10
+        # consume nothing while blocks arrive (one every 20 ms): only 5 fit, the older ones are dropped
+        deadline = time.monotonic() + 10
+        while mic.dropped_blocks < 20 and time.monotonic() < deadline:
+            time.sleep(0.01)  # polling a condition, not a fixed wait
+        assert mic.dropped_blocks >= 20
         # the queue holds the freshest blocks: draining it takes about 5 blocks, then it's live
         t = time.monotonic()
         for _ in range(5):

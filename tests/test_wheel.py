@@ -4,6 +4,7 @@ path), its ``edgeser demo`` and ``edgeser predict`` run from another folder (iss
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -13,10 +14,14 @@ import pytest
 
 REPO = Path(__file__).resolve().parents[1]
 pytestmark = pytest.mark.wheel
+# a PYTHONPATH pointing at a checkout (how the tests are often run) would make the fresh venv import that
+# checkout instead of the wheel's copy
+CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYTHONHOME", "PYTHONSTARTUP")}
 
 
 def run(cmd: list, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout)
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
+                       env=CLEAN_ENV)
     assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
     return r
 
@@ -39,6 +44,8 @@ def fresh_venv(tmp_path_factory) -> Path:
 def test_installed_wheel_runs_demo_and_predict(fresh_venv: Path, tmp_path: Path) -> None:
     where = run([fresh_venv / "bin" / "python", "-c", "import edgeser, sys; print(edgeser.__file__)"], cwd=tmp_path)
     assert where.stdout.strip().startswith(str(fresh_venv)), where.stdout  # the wheel's copy, not the checkout
+    shebang = (fresh_venv / "bin" / "edgeser").read_text().splitlines()[0]
+    assert shebang.startswith(f"#!{fresh_venv}/bin/python"), shebang  # the script below runs that interpreter
     demo = run([fresh_venv / "bin" / "edgeser", "demo", "--fast", "--jsonl"], cwd=tmp_path)
     events = [json.loads(line) for line in demo.stdout.splitlines() if line.strip()]
     assert len(events) > 8 and any(e["top"] for e in events)

@@ -17,6 +17,7 @@ from ..audio import audio_info, load_audio
 from ..errors import AudioError, ManifestError
 from ..manifest import Clip
 from .model import EmotionNet, mc_dropout
+from .progress import Progress
 
 #: target clips are cut to their first ``DEFAULT_MAX_CLIP_S`` seconds unless a method says otherwise
 DEFAULT_MAX_CLIP_S = 30.0
@@ -34,15 +35,13 @@ def load_clips(clips: Sequence[Clip], sample_rate: int = 16000, what: str = "cli
     """Decode every clip (float32 mono at ``sample_rate``). A clip that cannot be read stops the run
     with its path: training on silently dropped data is worse than an error."""
     wavs = []
-    for i, c in enumerate(clips):
-        try:
-            wavs.append(load_audio(c.path, sample_rate))
-        except AudioError as e:
-            raise ManifestError(f"{what}: {e}") from None
-        if progress and (i + 1) % 200 == 0:
-            print(f"\rloading {what}: {i + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
-    if progress and len(clips) >= 200:
-        print(f"\rloading {what}: {len(clips)}/{len(clips)}", file=sys.stderr)
+    with Progress(len(clips), f"loading {what}", enabled=progress and len(clips) >= 200) as bar:
+        for c in clips:
+            try:
+                wavs.append(load_audio(c.path, sample_rate))
+            except AudioError as e:
+                raise ManifestError(f"{what}: {e}") from None
+            bar.update(1)
     return wavs
 
 
@@ -82,23 +81,22 @@ def load_target_audio(clips: Sequence[Clip], sample_rate: int = 16000, max_s: fl
     wavs: list[np.ndarray] = []
     skipped: list[tuple[Clip, str]] = []
     crops: dict[int, np.ndarray] = {}
-    for i, c in enumerate(clips):
-        try:
-            long = max_s is not None and audio_info(c.path)[2] > max_s
-            w = load_audio(c.path, sample_rate, max_s=max_s)
-            w = w[: int(max_s * sample_rate)] if max_s is not None else w
-        except AudioError as e:
-            skipped.append((c, str(e)))
-            continue
-        if long:
-            crops[len(good)] = w
-        good.append(c)
-        if keep:
-            wavs.append(w)
-        if progress and (i + 1) % 200 == 0:
-            print(f"\rloading {what}: {i + 1}/{len(clips)}", end="", file=sys.stderr, flush=True)
-    if progress and len(clips) >= 200:
-        print(f"\rloading {what}: {len(clips)}/{len(clips)}", file=sys.stderr)
+    with Progress(len(clips), f"loading {what}", enabled=progress and len(clips) >= 200) as bar:
+        for c in clips:
+            try:
+                long = max_s is not None and audio_info(c.path)[2] > max_s
+                w = load_audio(c.path, sample_rate, max_s=max_s)
+                w = w[: int(max_s * sample_rate)] if max_s is not None else w
+            except AudioError as e:
+                skipped.append((c, str(e)))
+                bar.update(1)
+                continue
+            if long:
+                crops[len(good)] = w
+            good.append(c)
+            if keep:
+                wavs.append(w)
+            bar.update(1)
     out = TargetAudio(good, wavs if keep else None, skipped, crops, max_s, sample_rate)
     if not good:
         raise ManifestError(f"none of the {len(clips)} {what} could be read (first: {skipped[0][1]})")

@@ -45,6 +45,7 @@ from ..._version import __version__
 from ...audio import load_audio
 from ...errors import AudioError, LALMError
 from ...manifest import Clip
+from ..progress import Progress
 from .base import Teacher, check_k, check_labels, nan_samples
 from .cache import AnswerCache, CacheKey
 from .parsing import LabelParser
@@ -332,33 +333,31 @@ class LALMTeacher(Teacher):
         for item in enumerate(clips):
             jobs.put(item)
         results: queue.Queue = queue.Queue()
-        done, last_print = 0, 0.0
+        done = 0
         try:  # workers start inside: a Ctrl-C that lands while they start must stop them too
             for w in range(min(self.max_concurrency, len(clips))):
                 threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
                                  name=f"edgeser-lalm-{w}").start()
-            while done < len(clips):
-                try:
-                    item = results.get(timeout=0.1)
-                except queue.Empty:
-                    continue
-                if isinstance(item, BaseException):
-                    raise item
-                i, rows = item
-                out[i] = rows
-                done += 1
-                if self.progress and (time.monotonic() - last_print > 0.25 or done == len(clips)):
-                    last_print = time.monotonic()
-                    self._print_progress(run, done, len(clips))
+            with Progress(len(clips), self.name, enabled=self.progress, every_s=0.25, unit="clips") as bar:
+                while done < len(clips):
+                    try:
+                        item = results.get(timeout=0.1)
+                    except queue.Empty:
+                        continue
+                    if isinstance(item, BaseException):
+                        raise item
+                    i, rows = item
+                    out[i] = rows
+                    done += 1
+                    u = run.usage
+                    bar.update(1, calls=u.calls, failed=u.failed_calls, cached=u.cached)
         except KeyboardInterrupt:
             run.stop.set()
-            print(f"\n{self.name}: interrupted; {self.cache.count()} answers are cached in {self.cache.path},"
+            print(f"{self.name}: interrupted; {self.cache.count()} answers are cached in {self.cache.path},"
                   " run again to resume", file=sys.stderr, flush=True)
             raise
         finally:
             run.stop.set()
-            if self.progress and done:
-                print(file=sys.stderr, flush=True)
         u = self.usage
         if u.unreadable:
             print(f"{self.name}: {len(u.unreadable)} clips could not be read and have no answers: "
@@ -370,11 +369,6 @@ class LALMTeacher(Teacher):
         return out
 
     # --------------------------------------------------------------- workers
-    def _print_progress(self, run: _Run, done: int, total: int) -> None:
-        u = run.usage
-        print(f"\r{self.name}: {done}/{total} clips, {u.calls} calls ({u.failed_calls} failed), "
-              f"{u.cached} cached\033[K", end="", file=sys.stderr, flush=True)
-
     def _worker(self, run: _Run, jobs: queue.Queue, results: queue.Queue, k: int) -> None:
         while not run.stop.is_set():
             try:
