@@ -44,8 +44,13 @@ def write_manifest(clips: list[Clip], path: Path) -> Path:
 def machine() -> dict:
     import onnxruntime
 
-    info = {"python": sys.version.split()[0], "platform": platform.platform(), "cores": os.cpu_count(),
-            "numpy": np.__version__, "onnxruntime": onnxruntime.__version__}
+    info = {
+        "python": sys.version.split()[0],
+        "platform": platform.platform(),
+        "cores": os.cpu_count(),
+        "numpy": np.__version__,
+        "onnxruntime": onnxruntime.__version__,
+    }
     try:
         import torch
 
@@ -61,8 +66,9 @@ def machine() -> dict:
     except OSError:
         pass
     try:
-        info["git_commit"] = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True,
-                                            text=True, check=True).stdout.strip()
+        info["git_commit"] = subprocess.run(
+            ["git", "rev-parse", "--short", "HEAD"], cwd=REPO, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         pass
     return info

@@ -10,8 +10,14 @@ from .labels import votes_from_samples
 from .manifest import read_manifest
 
 
-def annotate(target: str | Path, teacher, k: int, out: str | Path, max_clip_s: float | None = DEFAULT_MAX_CLIP_S,
-             progress: bool = True) -> dict:
+def annotate(
+    target: str | Path,
+    teacher,
+    k: int,
+    out: str | Path,
+    max_clip_s: float | None = DEFAULT_MAX_CLIP_S,
+    progress: bool = True,
+) -> dict:
     """Write ``out`` (CSV): the target manifest's columns plus ``votes_<label>`` per label, the argmax
     counts of the teacher's ``k`` samples (unparsable answers are not votes; the teacher caches).
 
@@ -21,8 +27,9 @@ def annotate(target: str | Path, teacher, k: int, out: str | Path, max_clip_s: f
     clips = read_manifest(target)
     audio = None
     if getattr(teacher, "reads_audio", True):
-        audio = load_target_audio(clips, getattr(teacher, "sample_rate", 16000), max_clip_s, "target clips",
-                                  progress, keep=False)
+        audio = load_target_audio(
+            clips, getattr(teacher, "sample_rate", 16000), max_clip_s, "target clips", progress, keep=False
+        )
         clips = audio.clips
     if audio is None:
         samples = teacher.sample(clips, k)
@@ -38,8 +45,15 @@ def annotate(target: str | Path, teacher, k: int, out: str | Path, max_clip_s: f
         w = csv.writer(f)
         w.writerow(["path", "label", "speaker", *extra_cols, *[f"votes_{lab}" for lab in labels]])
         for c, v in zip(clips, votes):
-            w.writerow([str(c.path), c.label or "", c.speaker or "", *[c.extra.get(x, "") for x in extra_cols],
-                        *[f"{x:g}" for x in v]])
+            w.writerow(
+                [
+                    str(c.path),
+                    c.label or "",
+                    c.speaker or "",
+                    *[c.extra.get(x, "") for x in extra_cols],
+                    *[f"{x:g}" for x in v],
+                ]
+            )
     no_votes = int((votes.sum(axis=1) == 0).sum())
     msg = f"wrote {out}: {len(clips)} clips, {k} samples each"
     msg += f"; {no_votes} clips got no usable answer" if no_votes else ""

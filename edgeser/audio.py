@@ -7,8 +7,8 @@ business, not ours: they are kept). Only numpy, soundfile and soxr: safe for the
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import numpy as np
 import soundfile as sf
@@ -41,8 +41,9 @@ def to_mono(x: np.ndarray) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim == 2 and x.shape[1] > MAX_CHANNELS:
         if x.shape[0] <= MAX_CHANNELS:
-            raise AudioError(f"audio of shape {x.shape} looks like (channels, samples); pass (samples, channels), "
-                             "e.g. x.T")
+            raise AudioError(
+                f"audio of shape {x.shape} looks like (channels, samples); pass (samples, channels), e.g. x.T"
+            )
         raise AudioError(f"audio of shape {x.shape} has more than {MAX_CHANNELS} channels")
     if x.ndim not in (1, 2):
         raise AudioError(f"audio must be 1-D or (samples, channels), got shape {x.shape}")
@@ -113,12 +114,16 @@ def load_audio(path: str | Path, sample_rate: int = 16000, max_s: float | None =
             raise AudioError(f"{path}: file has no audio (zero frames)")
         frames = f.frames if max_s is None else min(f.frames, max(1, int(max_s * f.samplerate)))
         if frames / f.samplerate > MAX_IN_MEMORY_S:
-            raise AudioError(f"{path}: {frames / f.samplerate:.0f} s is too long to decode at once "
-                             f"(the limit is {MAX_IN_MEMORY_S:.0f} s)")
+            raise AudioError(
+                f"{path}: {frames / f.samplerate:.0f} s is too long to decode at once "
+                f"(the limit is {MAX_IN_MEMORY_S:.0f} s)"
+            )
         try:
             data = f.read(-1 if max_s is None else frames, dtype="float32", always_2d=True)
         except Exception as e:
-            raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+            raise AudioError(
+                f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+            ) from None
         sr = f.samplerate
     if data.shape[0] == 0:
         raise AudioError(f"{path}: file has no audio (zero frames)")
@@ -138,7 +143,9 @@ def iter_audio_blocks(path: str | Path, sample_rate: int = 16000, block_s: float
             try:
                 data = f.read(block, dtype="float32", always_2d=True)
             except Exception as e:
-                raise AudioError(f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+                raise AudioError(
+                    f"{path}: cannot decode audio ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+                ) from None
             last = data.shape[0] < block
             x = check_audio(to_mono(data), str(path)) if data.shape[0] else np.zeros(0, np.float32)
             if rs is not None:

@@ -32,19 +32,41 @@ def cli() -> None:
 
 # ---------------------------------------------------------------- runtime commands (no torch)
 
-model_option = click.option("--model", "-m", "model_path", type=click.Path(dir_okay=False), default=None,
-                            help="An edgeser .onnx model (default: the bundled model).")
-threads_option = click.option("--threads", type=click.IntRange(1, 64), default=1, show_default=True,
-                              help="ONNX Runtime intra-op threads.")
+model_option = click.option(
+    "--model",
+    "-m",
+    "model_path",
+    type=click.Path(dir_okay=False),
+    default=None,
+    help="An edgeser .onnx model (default: the bundled model).",
+)
+threads_option = click.option(
+    "--threads", type=click.IntRange(1, 64), default=1, show_default=True, help="ONNX Runtime intra-op threads."
+)
 
 
 def _stream_options(f):
-    f = click.option("--window", "window_s", type=click.FloatRange(0.3, 60), default=None,
-                     help="Window in seconds (default: the model's).")(f)
-    f = click.option("--hop", "hop_s", type=click.FloatRange(0.02, 10), default=None,
-                     help="Seconds between distributions (default: the model's).")(f)
-    f = click.option("--smoothing", type=click.FloatRange(0, 0.99), default=0.5, show_default=True,
-                     help="Weight of the past in the moving average of distributions (0 = none).")(f)
+    f = click.option(
+        "--window",
+        "window_s",
+        type=click.FloatRange(0.3, 60),
+        default=None,
+        help="Window in seconds (default: the model's).",
+    )(f)
+    f = click.option(
+        "--hop",
+        "hop_s",
+        type=click.FloatRange(0.02, 10),
+        default=None,
+        help="Seconds between distributions (default: the model's).",
+    )(f)
+    f = click.option(
+        "--smoothing",
+        type=click.FloatRange(0, 0.99),
+        default=0.5,
+        show_default=True,
+        help="Weight of the past in the moving average of distributions (0 = none).",
+    )(f)
     f = click.option("--no-gate", is_flag=True, help="Emit distributions for silence too (no speech gate).")(f)
     f = click.option("--jsonl", is_flag=True, help="One JSON object per distribution.")(f)
     return f
@@ -79,16 +101,21 @@ def predict(files: tuple[str, ...], model_path: str | None, threads: int, jsonl:
         if jsonl:
             obj = {"path": r.path, "error": r.error}
             if r.distribution is not None:
-                obj.update(top=r.distribution.top, distribution=r.distribution.to_dict(),
-                           speech_fraction=round(r.distribution.speech_fraction or 0.0, 3),
-                           duration_s=round(r.duration_s or 0.0, 3), warnings=r.warnings)
+                obj.update(
+                    top=r.distribution.top,
+                    distribution=r.distribution.to_dict(),
+                    speech_fraction=round(r.distribution.speech_fraction or 0.0, 3),
+                    duration_s=round(r.duration_s or 0.0, 3),
+                    warnings=r.warnings,
+                )
             click.echo(json.dumps(obj))
         elif r.distribution is None:
             rows.append([r.path, "ERROR", ""] + [""] * len(rec.labels) + [r.error or ""])
         else:
             d = r.distribution
-            rows.append([r.path, d.top, f"{d.confidence:.2f}"] + [f"{d[k]:.3f}" for k in rec.labels]
-                        + ["; ".join(r.warnings)])
+            rows.append(
+                [r.path, d.top, f"{d.confidence:.2f}"] + [f"{d[k]:.3f}" for k in rec.labels] + ["; ".join(r.warnings)]
+            )
     if not jsonl:
         click.echo(table(rows, ["file", "top", "conf"] + rec.labels + ["notes"]))
     if failed:
@@ -101,12 +128,31 @@ def predict(files: tuple[str, ...], model_path: str | None, threads: int, jsonl:
 @model_option
 @threads_option
 @_stream_options
-@click.option("--realtime/--fast", default=False, show_default=True,
-              help="Pace the file like a live microphone, or run as fast as possible.")
-@click.option("--chunk-ms", type=click.IntRange(1, 10000), default=100, show_default=True,
-              help="Size of the chunks fed to the stream.")
-def stream(file: str, model_path: str | None, threads: int, window_s, hop_s, smoothing, no_gate, jsonl,
-           realtime: bool, chunk_ms: int) -> None:
+@click.option(
+    "--realtime/--fast",
+    default=False,
+    show_default=True,
+    help="Pace the file like a live microphone, or run as fast as possible.",
+)
+@click.option(
+    "--chunk-ms",
+    type=click.IntRange(1, 10000),
+    default=100,
+    show_default=True,
+    help="Size of the chunks fed to the stream.",
+)
+def stream(
+    file: str,
+    model_path: str | None,
+    threads: int,
+    window_s,
+    hop_s,
+    smoothing,
+    no_gate,
+    jsonl,
+    realtime: bool,
+    chunk_ms: int,
+) -> None:
     """Run the streaming path over an audio FILE, as if it came from a microphone."""
     from .audio import audio_info, iter_audio_blocks
     from .display import EventPrinter
@@ -131,7 +177,9 @@ def stream(file: str, model_path: str | None, threads: int, window_s, hop_s, smo
 @model_option
 @threads_option
 @_stream_options
-@click.option("--seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long (default: until Ctrl-C).")
+@click.option(
+    "--seconds", type=click.FloatRange(0.1), default=None, help="Stop after this long (default: until Ctrl-C)."
+)
 @click.option("--block-ms", type=click.IntRange(5, 1000), default=100, show_default=True, help="Capture block size.")
 def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jsonl, seconds, block_ms) -> None:
     """Live emotion distributions from the microphone (Ctrl-C stops)."""
@@ -145,8 +193,9 @@ def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jso
     with Microphone(device=dev.index, block_s=block_ms / 1000) as mic:
         if not jsonl:
             click.echo(f"listening on [{dev.index}] {dev.name} at {mic.samplerate} Hz (Ctrl-C stops)", err=True)
-        st = rec.stream(sample_rate=mic.samplerate, window_s=window_s, hop_s=hop_s, smoothing=smoothing,
-                        gate=not no_gate)
+        st = rec.stream(
+            sample_rate=mic.samplerate, window_s=window_s, hop_s=hop_s, smoothing=smoothing, gate=not no_gate
+        )
         t_end = None if seconds is None else time.monotonic() + seconds
         for chunk, _ in mic:
             for ev in st.feed(chunk):
@@ -160,26 +209,37 @@ def listen(device, model_path, threads, window_s, hop_s, smoothing, no_gate, jso
 def _demo_header(rec, n_clips: int, window_s, hop_s, smoothing, no_gate) -> str:
     """What the demo shows, with the values in use."""
     hop, window = hop_s or rec.model.hop_s, window_s or rec.model.window_s
-    smooth = (f"bars show {smoothing:g} x the previous distribution + {1 - smoothing:g} x the new window's "
-              "(--smoothing 0: raw)" if smoothing else "none: bars show each window's own distribution")
-    gate = ("--no-gate: silence is scored too" if no_gate else
-            "too little sound in the last second: nothing is scored (--no-gate scores anyway)")
-    return "\n".join([
-        f"edgeser demo: {n_clips} EmoDB clips (CC0; speakers the model was not trained on), each followed by",
-        f"0.5 s of silence, streamed through {rec.path.name} as if they came from a microphone.",
-        f"  hop, window  every {hop:.2f} s the model scores the last {window:.1f} s of audio; the first score",
-        "               comes once enough audio has arrived (\"first after\" below)",
-        f"  smoothing    {smooth}",
-        f"  no speech    {gate}",
-        "  final        the clip's last distribution shown, after its end; compared with the acted emotion",
-        "Options and defaults are those of 'edgeser stream FILE' (--hop, --window, --smoothing, --no-gate).",
-    ])
+    smooth = (
+        f"bars show {smoothing:g} x the previous distribution + {1 - smoothing:g} x the new window's "
+        "(--smoothing 0: raw)"
+        if smoothing
+        else "none: bars show each window's own distribution"
+    )
+    gate = (
+        "--no-gate: silence is scored too"
+        if no_gate
+        else "too little sound in the last second: nothing is scored (--no-gate scores anyway)"
+    )
+    return "\n".join(
+        [
+            f"edgeser demo: {n_clips} EmoDB clips (CC0; speakers the model was not trained on), each followed by",
+            f"0.5 s of silence, streamed through {rec.path.name} as if they came from a microphone.",
+            f"  hop, window  every {hop:.2f} s the model scores the last {window:.1f} s of audio; the first score",
+            '               comes once enough audio has arrived ("first after" below)',
+            f"  smoothing    {smooth}",
+            f"  no speech    {gate}",
+            "  final        the clip's last distribution shown, after its end; compared with the acted emotion",
+            "Options and defaults are those of 'edgeser stream FILE' (--hop, --window, --smoothing, --no-gate).",
+        ]
+    )
 
 
 @cli.command()
 @model_option
 @_stream_options
-@click.option("--realtime/--fast", default=True, show_default=True, help="Play at speaking pace, or as fast as possible.")
+@click.option(
+    "--realtime/--fast", default=True, show_default=True, help="Play at speaking pace, or as fast as possible."
+)
 def demo(model_path: str | None, window_s, hop_s, smoothing, no_gate, jsonl: bool, realtime: bool) -> None:
     """Stream the bundled EmoDB clips (CC0; speakers the default model was not trained on) through
     the streaming runtime as if they came from a microphone, showing live distributions. Takes the
@@ -204,7 +264,7 @@ def demo(model_path: str | None, window_s, hop_s, smoothing, no_gate, jsonl: boo
         show = EventPrinter(rec.labels, jsonl=jsonl)
         seen = []
 
-        def on(events):
+        def on(events, show=show, seen=seen):
             for ev in events:
                 show(ev)
                 seen.append(ev)
@@ -213,7 +273,7 @@ def demo(model_path: str | None, window_s, hop_s, smoothing, no_gate, jsonl: boo
         for i in range(0, len(x), step):
             if realtime:
                 time.sleep(max(0.0, t0 + i / rec.sample_rate - time.monotonic()))
-            on(st.feed(x[i: i + step]))
+            on(st.feed(x[i : i + step]))
         on(st.flush())
         first = seen[0].time_s if seen else None
         last = next((ev.distribution for ev in reversed(seen) if ev.distribution is not None), None)
@@ -234,13 +294,20 @@ def devices() -> None:
     if not devs:
         _fail("no audio input devices found")
     for d in devs:
-        click.echo(f"{'*' if d.is_default else ' '} [{d.index}] {d.name}  ({d.channels} ch, {d.default_samplerate:.0f} Hz)")
+        click.echo(
+            f"{'*' if d.is_default else ' '} [{d.index}] {d.name}  ({d.channels} ch, {d.default_samplerate:.0f} Hz)"
+        )
 
 
 @cli.command()
 @model_option
-@click.option("--seconds", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
-              help="Audio streamed for the streaming measurement.")
+@click.option(
+    "--seconds",
+    type=click.FloatRange(1, 3600),
+    default=60.0,
+    show_default=True,
+    help="Audio streamed for the streaming measurement.",
+)
 @click.option("--out", type=click.Path(dir_okay=False), default=None, help="Write the results as JSON here.")
 def bench(model_path: str | None, seconds: float, out: str | None) -> None:
     """Measure the runtime on this machine: latency per window on one thread, streaming CPU cost per
@@ -255,12 +322,20 @@ def bench(model_path: str | None, seconds: float, out: str | None) -> None:
 
 # ---------------------------------------------------------------- evaluation
 
+
 @cli.command()
 @click.argument("model", type=click.Path(dir_okay=False))
 @click.argument("manifest", type=click.Path())
-@click.option("--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for report.json and plots.")
-@click.option("--reference", type=click.Choice(["labels", "votes", "listener"]), default="labels", show_default=True,
-              help="Compare with hard labels, votes_<label> columns, or EmoDB's listener_recognition_pct soft target.")
+@click.option(
+    "--out", "out_dir", type=click.Path(file_okay=False), required=True, help="Folder for report.json and plots."
+)
+@click.option(
+    "--reference",
+    type=click.Choice(["labels", "votes", "listener"]),
+    default="labels",
+    show_default=True,
+    help="Compare with hard labels, votes_<label> columns, or EmoDB's listener_recognition_pct soft target.",
+)
 @threads_option
 def evaluate(model: str, manifest: str, out_dir: str, reference: str, threads: int) -> None:
     """UA, WA, macro-F1, per-class recall, confusion matrix, NLL, Brier, ECE (and JS / multi-label F1
@@ -274,6 +349,7 @@ def evaluate(model: str, manifest: str, out_dir: str, reference: str, threads: i
 
 # ---------------------------------------------------------------- training, adaptation, export (torch)
 
+
 def _need_torch() -> None:
     try:
         import torch  # noqa: F401
@@ -282,27 +358,53 @@ def _need_torch() -> None:
 
 
 @cli.command()
-@click.option("--train", "train_manifests", multiple=True, required=True, type=click.Path(),
-              help="Labelled manifest CSV (repeatable).")
-@click.option("--val", "val_manifest", type=click.Path(), default=None, help="Validation manifest (best checkpoint by UA).")
+@click.option(
+    "--train",
+    "train_manifests",
+    multiple=True,
+    required=True,
+    type=click.Path(),
+    help="Labelled manifest CSV (repeatable).",
+)
+@click.option(
+    "--val", "val_manifest", type=click.Path(), default=None, help="Validation manifest (best checkpoint by UA)."
+)
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
 @click.option("--labels", default=None, help="Comma-separated label set (default: the labels of the training data).")
-@click.option("--targets", type=click.Choice(["hard", "listener", "votes-all", "votes-plurality", "votes-majority"]),
-              default="hard", show_default=True, help="Training targets: hard labels or distributions (see docs).")
-@click.option("--penalty-weight", type=float, default=0.0, show_default=True,
-              help="Weight of the co-occurrence penalty loss (needs votes_<label> columns).")
+@click.option(
+    "--targets",
+    type=click.Choice(["hard", "listener", "votes-all", "votes-plurality", "votes-majority"]),
+    default="hard",
+    show_default=True,
+    help="Training targets: hard labels or distributions (see docs).",
+)
+@click.option(
+    "--penalty-weight",
+    type=float,
+    default=0.0,
+    show_default=True,
+    help="Weight of the co-occurrence penalty loss (needs votes_<label> columns).",
+)
 @click.option("--epochs", type=click.IntRange(1), default=30, show_default=True)
-@click.option("--batch-size", type=click.IntRange(2), default=32, show_default=True,
-              help="Clips per step (at least 2: batch norm cannot train on one clip).")
+@click.option(
+    "--batch-size",
+    type=click.IntRange(2),
+    default=32,
+    show_default=True,
+    help="Clips per step (at least 2: batch norm cannot train on one clip).",
+)
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
 @click.option("--fresh", is_flag=True, help="Ignore a saved training state instead of resuming it.")
-def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, epochs, batch_size, lr, seed, device, fresh) -> None:
+def train(
+    train_manifests, val_manifest, out, labels, targets, penalty_weight, epochs, batch_size, lr, seed, device, fresh
+) -> None:
     """Train a source classifier on labelled audio."""
     _need_torch()
     from .adapt.targets import build_targets
-    from .adapt.train import TrainConfig, labels_of, train as run_train
+    from .adapt.train import TrainConfig, labels_of
+    from .adapt.train import train as run_train
     from .manifest import check_labels, read_manifest
 
     clips = [c for m in train_manifests for c in read_manifest(m)]
@@ -315,8 +417,9 @@ def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, e
         check_labels(val, label_set, "validation data")
         if any(c.label is None for c in val):
             _fail("every validation clip needs a label")
-    cfg = TrainConfig(epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device,
-                      penalty_weight=penalty_weight)
+    cfg = TrainConfig(
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, penalty_weight=penalty_weight
+    )
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
     best = res.best_val_ua
@@ -326,7 +429,12 @@ def train(train_manifests, val_manifest, out, labels, targets, penalty_weight, e
 @cli.command()
 @click.argument("checkpoint", type=click.Path(dir_okay=False))
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="ONNX file to write.")
-@click.option("--parity-clip", multiple=True, type=click.Path(), help="Real clips for the parity check (default: the bundled demo clips).")
+@click.option(
+    "--parity-clip",
+    multiple=True,
+    type=click.Path(),
+    help="Real clips for the parity check (default: the bundled demo clips).",
+)
 @click.option("--tol", type=float, default=1e-4, show_default=True, help="Max abs probability difference allowed.")
 def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float) -> None:
     """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check)."""
@@ -335,22 +443,44 @@ def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float) 
 
     res = export_onnx(checkpoint, out, parity_clip, tol)
     p = res["parity"]
-    click.echo(f"wrote {out} ({res['bytes'] / 1e6:.2f} MB, labels {','.join(res['labels'])}); parity on {p['clips']} clips: "
-               f"max |Δp| {p['max_abs_prob_diff']:.1e} whole, {p['max_abs_prob_diff_streamed']:.1e} streamed")
+    click.echo(
+        f"wrote {out} ({res['bytes'] / 1e6:.2f} MB, labels {','.join(res['labels'])}); parity on {p['clips']} clips: "
+        f"max |Δp| {p['max_abs_prob_diff']:.1e} whole, {p['max_abs_prob_diff_streamed']:.1e} streamed"
+    )
 
 
 def _lalm_options(f):
     f = click.option("--lalm-url", default=None, help="OpenAI-compatible base URL (e.g. http://host:8000/v1).")(f)
     f = click.option("--lalm-model", default=None, help="Model name at that endpoint.")(f)
-    f = click.option("--lalm-predictions", type=click.Path(dir_okay=False), default=None,
-                     help="JSON lines of predictions obtained elsewhere (instead of an endpoint).")(f)
-    f = click.option("--k-lalm", type=click.IntRange(1, 64), default=5, show_default=True, help="LALM samples per clip.")(f)
-    f = click.option("--temperature", type=click.FloatRange(0, 2), default=1.0, show_default=True, help="LALM sampling temperature.")(f)
-    f = click.option("--cache", "cache_path", type=click.Path(dir_okay=False), default=None,
-                     help="SQLite cache of LALM answers (default: next to --out).")(f)
-    f = click.option("--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel LALM requests.")(f)
-    f = click.option("--lalm-timeout", type=click.FloatRange(1, 3600), default=60.0, show_default=True,
-                     help="Seconds to wait for one LALM response.")(f)
+    f = click.option(
+        "--lalm-predictions",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="JSON lines of predictions obtained elsewhere (instead of an endpoint).",
+    )(f)
+    f = click.option(
+        "--k-lalm", type=click.IntRange(1, 64), default=5, show_default=True, help="LALM samples per clip."
+    )(f)
+    f = click.option(
+        "--temperature", type=click.FloatRange(0, 2), default=1.0, show_default=True, help="LALM sampling temperature."
+    )(f)
+    f = click.option(
+        "--cache",
+        "cache_path",
+        type=click.Path(dir_okay=False),
+        default=None,
+        help="SQLite cache of LALM answers (default: next to --out).",
+    )(f)
+    f = click.option(
+        "--concurrency", type=click.IntRange(1, 64), default=4, show_default=True, help="Parallel LALM requests."
+    )(f)
+    f = click.option(
+        "--lalm-timeout",
+        type=click.FloatRange(1, 3600),
+        default=60.0,
+        show_default=True,
+        help="Seconds to wait for one LALM response.",
+    )(f)
     return f
 
 
@@ -358,8 +488,15 @@ def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, c
     """The LALM options as the teacher factory takes them (``edgeser.adapt.teachers.factory``)."""
     from .adapt.teachers.factory import LALMOptions
 
-    return LALMOptions(url=lalm_url, model=lalm_model, predictions=lalm_predictions, temperature=temperature,
-                       cache_path=cache_path, concurrency=concurrency, timeout_s=lalm_timeout)
+    return LALMOptions(
+        url=lalm_url,
+        model=lalm_model,
+        predictions=lalm_predictions,
+        temperature=temperature,
+        cache_path=cache_path,
+        concurrency=concurrency,
+        timeout_s=lalm_timeout,
+    )
 
 
 def _method_help() -> str:
@@ -389,12 +526,33 @@ def _default_method() -> str:
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
-@click.option("--penalty-weight", type=click.FloatRange(0), default=None,
-              help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip; "
-                   "LALM methods only; default 0).")
+@click.option(
+    "--penalty-weight",
+    type=click.FloatRange(0),
+    default=None,
+    help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip; "
+    "LALM methods only; default 0).",
+)
 @click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
-def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency,
-          lalm_timeout, method, out, epochs, seed, device, penalty_weight, fresh) -> None:
+def adapt(
+    source_model,
+    target,
+    lalm_url,
+    lalm_model,
+    lalm_predictions,
+    k_lalm,
+    temperature,
+    cache_path,
+    concurrency,
+    lalm_timeout,
+    method,
+    out,
+    epochs,
+    seed,
+    device,
+    penalty_weight,
+    fresh,
+) -> None:
     """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
     manifest has them, are only used to report progress; target files that cannot be read are skipped
     and listed at the end."""
@@ -402,11 +560,23 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
     from .adapt.run import adaptation_message, run_adaptation
     from .adapt.teachers.factory import TeacherOptionsError
 
-    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
-                                 lalm_timeout)
+    opts = _lalm_teacher_options(
+        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout
+    )
     try:
-        res = run_adaptation(source_model, target, method, out, opts, k_lalm=k_lalm, epochs=epochs, seed=seed,
-                             device=device, penalty_weight=penalty_weight, resume=not fresh)
+        res = run_adaptation(
+            source_model,
+            target,
+            method,
+            out,
+            opts,
+            k_lalm=k_lalm,
+            epochs=epochs,
+            seed=seed,
+            device=device,
+            penalty_weight=penalty_weight,
+            resume=not fresh,
+        )
     except TeacherOptionsError as e:
         _fail(str(e), 2)
     click.echo(adaptation_message(res))
@@ -417,16 +587,28 @@ def adapt(source_model, target, lalm_url, lalm_model, lalm_predictions, k_lalm, 
 @_lalm_options
 @click.option("--labels", default="angry,happy,neutral,sad", show_default=True, help="Comma-separated label set.")
 @click.option("-o", "--out", required=True, type=click.Path(dir_okay=False), help="Votes CSV to write.")
-def annotate(target, lalm_url, lalm_model, lalm_predictions, k_lalm, temperature, cache_path, concurrency, lalm_timeout,
-             labels, out) -> None:
+def annotate(
+    target,
+    lalm_url,
+    lalm_model,
+    lalm_predictions,
+    k_lalm,
+    temperature,
+    cache_path,
+    concurrency,
+    lalm_timeout,
+    labels,
+    out,
+) -> None:
     """Write the LALM teacher's K samples per clip as synthetic votes (votes_<label> columns). Target
     files that cannot be read are skipped and listed at the end."""
     _need_torch()
     from .adapt.teachers.factory import TeacherOptionsError, lalm_teacher_from_options
     from .annotate import annotate as run_annotate
 
-    opts = _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency,
-                                 lalm_timeout)
+    opts = _lalm_teacher_options(
+        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout
+    )
     try:
         teacher = lalm_teacher_from_options(labels.split(","), opts, Path(out).with_suffix(".lalm-cache.sqlite"))
     except TeacherOptionsError as e:
@@ -450,9 +632,11 @@ def main() -> None:
         eof = e.__cause__
         if isinstance(eof, EOFError):  # click turns any EOFError (a truncated file, say) into Abort: not Ctrl-C
             if os.environ.get("EDGESER_DEBUG"):
-                raise eof
-            _fail(f"unexpected EOFError: {(str(eof) or 'end of file').splitlines()[0]} "
-                  "(set EDGESER_DEBUG=1 for the traceback)")
+                raise eof from None
+            _fail(
+                f"unexpected EOFError: {(str(eof) or 'end of file').splitlines()[0]} "
+                "(set EDGESER_DEBUG=1 for the traceback)"
+            )
         click.echo("interrupted", err=True)
         sys.exit(130)
     except EdgeserError as e:
@@ -462,8 +646,10 @@ def main() -> None:
     except Exception as e:  # a bug: still one line, the traceback on demand
         if os.environ.get("EDGESER_DEBUG"):
             raise
-        _fail(f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
-              "(set EDGESER_DEBUG=1 for the traceback)")
+        _fail(
+            f"unexpected {type(e).__name__}: {str(e).splitlines()[0] if str(e) else ''} "
+            "(set EDGESER_DEBUG=1 for the traceback)"
+        )
 
 
 if __name__ == "__main__":

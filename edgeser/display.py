@@ -24,7 +24,7 @@ def distribution_line(d: Distribution) -> str:
 def table(rows: list[list[str]], header: list[str]) -> str:
     """A plain left-aligned text table."""
     widths = [max(len(str(r[i])) for r in [header] + rows) for i in range(len(header))]
-    fmt = "  ".join("{:<%d}" % w for w in widths)
+    fmt = "  ".join(f"{{:<{w}}}" for w in widths)
     lines = [fmt.format(*header), fmt.format(*["-" * w for w in widths])]
     lines += [fmt.format(*[str(c) for c in r]) for r in rows]
     return "\n".join(line.rstrip() for line in lines)
@@ -52,6 +52,8 @@ class EventPrinter:
             self.out.write("\n".join(line + "\033[K" for line in lines) + "\n")
             self._drawn = len(lines)
         else:
-            body = f"{ev.distribution.top:<10} {distribution_line(ev.distribution)}" if ev.distribution else "(no speech)"
+            body = (
+                f"{ev.distribution.top:<10} {distribution_line(ev.distribution)}" if ev.distribution else "(no speech)"
+            )
             self.out.write(f"{ev.time_s:7.2f}s  {body}\n")
         self.out.flush()

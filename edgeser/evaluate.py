@@ -3,8 +3,8 @@ manifest and write a report (JSON + plots). Uses the same metric functions as th
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 
@@ -26,9 +26,12 @@ def predict_probs(model: str | Path, clips: Sequence[Clip], threads: int = 1) ->
     if model.suffix == ".pt":
         try:
             from .adapt.checkpoint import load_model
-            from .adapt.data import load_clips, pick_device, predict_probs as torch_probs
+            from .adapt.data import load_clips, pick_device
+            from .adapt.data import predict_probs as torch_probs
         except ImportError:
-            raise ModelError("evaluating a .pt checkpoint needs the training extra: pip install 'edgeser[adapt]'") from None
+            raise ModelError(
+                "evaluating a .pt checkpoint needs the training extra: pip install 'edgeser[adapt]'"
+            ) from None
         net = load_model(model)
         device = pick_device()
         wavs = load_clips(clips, net.cfg.sample_rate, "evaluation clips", progress=False)
@@ -52,8 +55,9 @@ def reference_for(clips: Sequence[Clip], labels: list[str], kind: str = "labels"
     return listener_soft_target(y, np.array(pct, dtype=float), len(labels))
 
 
-def evaluate_model(model: str | Path, manifest: str | Path, out_dir: str | Path, reference: str = "labels",
-                   threads: int = 1) -> dict:
+def evaluate_model(
+    model: str | Path, manifest: str | Path, out_dir: str | Path, reference: str = "labels", threads: int = 1
+) -> dict:
     """Predict, compute every metric, write ``report.json`` (+ PNGs) to ``out_dir``."""
     clips = read_manifest(manifest)
     labels, probs = predict_probs(model, clips, threads)
@@ -61,5 +65,10 @@ def evaluate_model(model: str | Path, manifest: str | Path, out_dir: str | Path,
     metrics = compute_metrics(probs, labels, ref)
     metrics.update(model=str(model), manifest=str(manifest), reference=reference, labels=labels)
     files = write_report(out_dir, metrics, probs, ref, labels)
-    return {"metrics": metrics, "table": format_table(metrics, labels), "report": str(files.json),
-            "plots": [str(p) for p in files.plots], "note": files.note}
+    return {
+        "metrics": metrics,
+        "table": format_table(metrics, labels),
+        "report": str(files.json),
+        "plots": [str(p) for p in files.plots],
+        "note": files.note,
+    }

@@ -112,8 +112,9 @@ def cooccurrence_penalty(votes: np.ndarray) -> np.ndarray:
     return p
 
 
-def listener_soft_target(label_index: int | np.ndarray, recognition_pct: float | np.ndarray,
-                         n_classes: int) -> np.ndarray:
+def listener_soft_target(
+    label_index: int | np.ndarray, recognition_pct: float | np.ndarray, n_classes: int
+) -> np.ndarray:
     """Soft target from a listening test that only reports the recognition rate (EmoDB).
 
     The intended class gets ``r = pct / 100``; the remaining ``1 - r`` is spread uniformly over the
@@ -149,8 +150,10 @@ def votes_from_manifest(clips: Sequence[Clip], labels: Sequence[str]) -> np.ndar
         name = clip.key or str(clip.path)
         missing = [c for c in cols if c not in clip.extra]
         if missing:
-            raise ManifestError(f"{name}: manifest has no vote column(s) {', '.join(missing)} "
-                                f"(expected one 'votes_<label>' column per label: {', '.join(cols)})")
+            raise ManifestError(
+                f"{name}: manifest has no vote column(s) {', '.join(missing)} "
+                f"(expected one 'votes_<label>' column per label: {', '.join(cols)})"
+            )
         for c, col in enumerate(cols):
             raw = (clip.extra[col] or "").strip()
             try:

@@ -52,8 +52,15 @@ def read_manifest(source: str | Path) -> list[Clip]:
         p = p if p.is_absolute() else (src.parent / p)
         label = (row.pop("label", None) or "").strip() or None
         speaker = (row.pop("speaker", None) or "").strip() or None
-        clips.append(Clip(path=p.resolve(), label=label, speaker=speaker,
-                          extra={k: v for k, v in row.items() if k is not None}, key=raw))
+        clips.append(
+            Clip(
+                path=p.resolve(),
+                label=label,
+                speaker=speaker,
+                extra={k: v for k, v in row.items() if k is not None},
+                key=raw,
+            )
+        )
     return clips
 
 

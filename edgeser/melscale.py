@@ -15,8 +15,9 @@ def mel_to_hz(m: np.ndarray | float) -> np.ndarray:
     return 700.0 * (10.0 ** (np.asarray(m, dtype=np.float64) / 2595.0) - 1.0)
 
 
-def mel_filterbank(n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0,
-                   f_max: float | None = None) -> np.ndarray:
+def mel_filterbank(
+    n_freqs: int, n_mels: int, sample_rate: int, f_min: float = 0.0, f_max: float | None = None
+) -> np.ndarray:
     """Triangular filters, shape ``(n_mels, n_freqs)``, over the ``n_freqs`` bins of a one-sided
     spectrum (0 .. sample_rate/2). Filter ``i`` rises from mel point ``i`` to ``i+1`` and falls to
     ``i+2``, with ``n_mels + 2`` points equally spaced in mel between ``f_min`` and ``f_max``.

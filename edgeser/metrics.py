@@ -224,8 +224,15 @@ def multilabel_f1(pred_multi_hot, ref_multi_hot, average: str = "macro") -> floa
     return float(f1[present].mean())
 
 
-def evaluate(probs, labels: Sequence[str], reference, *, n_bins: int = 15,
-             multilabel_threshold: float | None = None, eps: float = EPS) -> dict:
+def evaluate(
+    probs,
+    labels: Sequence[str],
+    reference,
+    *,
+    n_bins: int = 15,
+    multilabel_threshold: float | None = None,
+    eps: float = EPS,
+) -> dict:
     """All metrics as a JSON-serialisable dict.
 
     ``reference``: integer labels ``(N,)`` or soft rows ``(N, C)`` (hard label = argmax). Keys:
@@ -256,6 +263,5 @@ def evaluate(probs, labels: Sequence[str], reference, *, n_bins: int = 15,
     }
     if soft:
         out["js"] = float(js_divergence(p, q))
-        out["multilabel_f1"] = multilabel_f1(multi_hot(p, multilabel_threshold),
-                                             multi_hot(q, multilabel_threshold))
+        out["multilabel_f1"] = multilabel_f1(multi_hot(p, multilabel_threshold), multi_hot(q, multilabel_threshold))
     return out

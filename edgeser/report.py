@@ -29,23 +29,29 @@ def _jsonable(x):
     raise TypeError(f"{type(x).__name__} is not JSON serialisable")
 
 
-def write_report(out_dir: str | Path, metrics_dict: dict, probs, reference,
-                 labels: Sequence[str], *, n_bins: int = 15) -> ReportFiles:
+def write_report(
+    out_dir: str | Path, metrics_dict: dict, probs, reference, labels: Sequence[str], *, n_bins: int = 15
+) -> ReportFiles:
     """Write ``report.json`` and, when matplotlib is installed, ``confusion_matrix.png`` and
     ``reliability.png`` (``n_bins`` confidence bins) into ``out_dir`` (created). Without matplotlib
     only the JSON is written and the returned ``note`` says so; no exception."""
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     json_path = out / "report.json"
-    json_path.write_text(json.dumps(metrics_dict, indent=2, default=_jsonable, allow_nan=False) + "\n",
-                         encoding="utf-8")
+    json_path.write_text(
+        json.dumps(metrics_dict, indent=2, default=_jsonable, allow_nan=False) + "\n", encoding="utf-8"
+    )
     try:
         import matplotlib  # noqa: F401  (lazy: an optional dependency, the [eval] extra)
         from matplotlib.backends.backend_agg import FigureCanvasAgg
         from matplotlib.figure import Figure
     except ImportError:
-        return ReportFiles(json_path, [], "plots skipped: matplotlib is not installed "
-                                          "(the [eval] extra: pip install '.[eval]' in the edgeser checkout)")
+        return ReportFiles(
+            json_path,
+            [],
+            "plots skipped: matplotlib is not installed "
+            "(the [eval] extra: pip install '.[eval]' in the edgeser checkout)",
+        )
     cm = metrics_dict.get("confusion_matrix")
     if cm is None:
         p = np.asarray(probs)
@@ -53,8 +59,10 @@ def write_report(out_dir: str | Path, metrics_dict: dict, probs, reference,
         cm = M.confusion_matrix(y.argmax(axis=1) if y.ndim == 2 else y, p.argmax(axis=1), len(labels))
     bins = M.reliability_bins(probs, reference, n_bins=n_bins)
     plots = []
-    for name, draw in (("confusion_matrix.png", lambda fig: _plot_confusion(fig, np.asarray(cm), labels)),
-                       ("reliability.png", lambda fig: _plot_reliability(fig, bins, metrics_dict.get("ece")))):
+    for name, draw in (
+        ("confusion_matrix.png", lambda fig: _plot_confusion(fig, np.asarray(cm), labels)),
+        ("reliability.png", lambda fig: _plot_reliability(fig, bins, metrics_dict.get("ece"))),
+    ):
         fig = Figure(figsize=(6.4, 5.6), dpi=100)
         FigureCanvasAgg(fig)  # Agg canvas, never pyplot: no global backend state is touched
         draw(fig)
@@ -71,8 +79,15 @@ def _plot_confusion(fig, cm: np.ndarray, labels: Sequence[str]) -> None:
     ax.imshow(frac, cmap="Blues", vmin=0.0, vmax=1.0)
     for i in range(cm.shape[0]):
         for j in range(cm.shape[1]):
-            ax.text(j, i, f"{cm[i, j]}\n{frac[i, j]:.0%}", ha="center", va="center", fontsize=9,
-                    color="white" if frac[i, j] > 0.6 else "black")
+            ax.text(
+                j,
+                i,
+                f"{cm[i, j]}\n{frac[i, j]:.0%}",
+                ha="center",
+                va="center",
+                fontsize=9,
+                color="white" if frac[i, j] > 0.6 else "black",
+            )
     ticks = np.arange(len(labels))
     ax.set_xticks(ticks, labels=list(labels), rotation=45, ha="right")
     ax.set_yticks(ticks, labels=list(labels))
@@ -88,10 +103,15 @@ def _plot_reliability(fig, bins: dict, ece_value: float | None) -> None:
     count = np.asarray(bins["count"])
     on = count > 0
     acc, conf = np.asarray(bins["accuracy"]), np.asarray(bins["confidence"])
-    ax.bar(centers[on], acc[on], width=width, edgecolor="black", color="tab:blue", alpha=0.8,
-           label="accuracy")
-    ax.hlines(conf[on], (centers - width / 2)[on], (centers + width / 2)[on], colors="tab:red",
-              linewidth=2.5, label="mean confidence")
+    ax.bar(centers[on], acc[on], width=width, edgecolor="black", color="tab:blue", alpha=0.8, label="accuracy")
+    ax.hlines(
+        conf[on],
+        (centers - width / 2)[on],
+        (centers + width / 2)[on],
+        colors="tab:red",
+        linewidth=2.5,
+        label="mean confidence",
+    )
     ax.plot([0, 1], [0, 1], "k--", linewidth=1, label="perfect calibration")
     ax.set_xlim(0, 1)
     ax.set_ylim(0, 1)
@@ -107,9 +127,17 @@ def _plot_reliability(fig, bins: dict, ece_value: float | None) -> None:
 def format_table(metrics: dict, labels: Sequence[str]) -> str:
     """A plain-text summary for the terminal: scalar metrics, per-class recall, confusion matrix."""
     lines = []
-    names = [("n", "clips"), ("ua", "UA (mean recall)"), ("wa", "WA (accuracy)"), ("macro_f1", "macro-F1"),
-             ("nll", "NLL"), ("brier", "Brier"), ("ece", "ECE"), ("js", "JS divergence (bits)"),
-             ("multilabel_f1", "multi-label F1")]
+    names = [
+        ("n", "clips"),
+        ("ua", "UA (mean recall)"),
+        ("wa", "WA (accuracy)"),
+        ("macro_f1", "macro-F1"),
+        ("nll", "NLL"),
+        ("brier", "Brier"),
+        ("ece", "ECE"),
+        ("js", "JS divergence (bits)"),
+        ("multilabel_f1", "multi-label F1"),
+    ]
     for key, title in names:
         if key in metrics:
             v = metrics[key]
@@ -121,7 +149,10 @@ def format_table(metrics: dict, labels: Sequence[str]) -> str:
     cm = metrics.get("confusion_matrix")
     if cm is not None:
         w = max(6, *(len(lab) for lab in labels), *(len(str(v)) for row in cm for v in row)) + 1
-        lines += ["", "confusion matrix (rows: reference, columns: predicted)",
-                  " " * w + "".join(f"{lab:>{w}}" for lab in labels)]
+        lines += [
+            "",
+            "confusion matrix (rows: reference, columns: predicted)",
+            " " * w + "".join(f"{lab:>{w}}" for lab in labels),
+        ]
         lines += [f"{lab:<{w}}" + "".join(f"{v:>{w}}" for v in row) for lab, row in zip(labels, cm)]
     return "\n".join(lines)

@@ -53,8 +53,10 @@ class EmpathyNotes(FrameProcessor):
         await super().process_frame(frame, direction)
         await self.push_frame(frame, direction)
         if isinstance(frame, EmotionFrame) and frame.changed:
-            note = (f"The user's voice now sounds {frame.top} (confidence {frame.distribution[frame.top]:.2f}). "
-                    "Take it into account in your reply; do not mention this note.")
+            note = (
+                f"The user's voice now sounds {frame.top} (confidence {frame.distribution[frame.top]:.2f}). "
+                "Take it into account in your reply; do not mention this note."
+            )
             await self.push_frame(LLMMessagesAppendFrame(messages=[{"role": "system", "content": note}], run_llm=False))
 
 
@@ -91,26 +93,31 @@ def clip_frames(paths: Iterable[Path], pause_s: float = 0.5) -> list[InputAudioR
     for p in paths:
         x = np.concatenate([load_audio(p, SAMPLE_RATE), np.zeros(int(pause_s * SAMPLE_RATE), np.float32)])
         pcm = np.clip(np.round(x * 32768), -32768, 32767).astype("<i2")
-        frames += [InputAudioRawFrame(audio=pcm[i:i + step].tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
-                   for i in range(0, len(pcm), step)]
+        frames += [
+            InputAudioRawFrame(audio=pcm[i : i + step].tobytes(), sample_rate=SAMPLE_RATE, num_channels=1)
+            for i in range(0, len(pcm), step)
+        ]
     return frames
 
 
-def build_pipeline(input_processor: FrameProcessor | None = None, write: Callable[[str], None] = print,
-                   **emotion_options) -> tuple[Pipeline, EmotionProcessor, Console]:
+def build_pipeline(
+    input_processor: FrameProcessor | None = None, write: Callable[[str], None] = print, **emotion_options
+) -> tuple[Pipeline, EmotionProcessor, Console]:
     emotion = EmotionProcessor(**emotion_options)
     console = Console(write)
     head = [input_processor] if input_processor is not None else []
     return Pipeline([*head, emotion, EmpathyNotes(), console]), emotion, console
 
 
-async def run_agent(paths: Iterable[Path], realtime: bool = True, write: Callable[[str], None] = print,
-                    **emotion_options) -> Console:
+async def run_agent(
+    paths: Iterable[Path], realtime: bool = True, write: Callable[[str], None] = print, **emotion_options
+) -> Console:
     """Play ``paths`` as the user's audio through the agent pipeline; return the console (what it saw)."""
     frames = clip_frames(paths)
     pipeline, _, console = build_pipeline(write=write, **emotion_options)
-    worker = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
-                            cancel_on_idle_timeout=False)
+    worker = PipelineWorker(
+        pipeline, params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE), cancel_on_idle_timeout=False
+    )
     started = asyncio.Event()
 
     @worker.event_handler("on_pipeline_started")
@@ -138,8 +145,9 @@ async def run_microphone() -> None:  # not exercised by the test suite: needs a 
 
     transport = LocalAudioTransport(LocalAudioTransportParams(audio_in_enabled=True, audio_in_sample_rate=SAMPLE_RATE))
     pipeline, _, _ = build_pipeline(transport.input())
-    worker = PipelineWorker(pipeline, params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE),
-                            cancel_on_idle_timeout=False)
+    worker = PipelineWorker(
+        pipeline, params=PipelineParams(audio_in_sample_rate=SAMPLE_RATE), cancel_on_idle_timeout=False
+    )
     runner = WorkerRunner()  # Ctrl-C stops
     await runner.add_workers(worker)
     await runner.run()
@@ -157,8 +165,10 @@ def main(argv: list[str] | None = None) -> int:
         asyncio.run(run_microphone())
         return 0
     console = asyncio.run(run_agent(args.clips or demo_clips(), realtime=not args.fast))
-    print(f"{console.audio_frames} audio frames passed through, {len(console.emotions)} emotion events, "
-          f"{len(console.notes)} notes for the LLM")
+    print(
+        f"{console.audio_frames} audio frames passed through, {len(console.emotions)} emotion events, "
+        f"{len(console.notes)} notes for the LLM"
+    )
     return 0
 
 

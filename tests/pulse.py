@@ -18,9 +18,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator
 
 SINK = "virtmic"
 
@@ -75,9 +75,18 @@ def _keep_awake(env: dict[str, str], deadline: float) -> subprocess.Popen:
     client keeps the sink rendering in small blocks; waiting here for its first bytes takes that
     one-off delay out of the tests."""
     p = subprocess.Popen(
-        ["parec", f"--device={SINK}.monitor", "--latency-msec=20", "--raw",
-         "--format=s16le", "--rate=8000", "--channels=1"],
-        env=env, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+        [
+            "parec",
+            f"--device={SINK}.monitor",
+            "--latency-msec=20",
+            "--raw",
+            "--format=s16le",
+            "--rate=8000",
+            "--channels=1",
+        ],
+        env=env,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.DEVNULL,
     )
     first = threading.Event()
 

@@ -112,7 +112,7 @@ class Instrumented:
 
 
 def test_event_loop_keeps_running_during_inference(rec, speech):
-    chunks = [speech[i:i + 8000] for i in range(0, len(speech), 8000)]
+    chunks = [speech[i : i + 8000] for i in range(0, len(speech), 8000)]
 
     async def main():
         ticks = [0]

@@ -7,8 +7,17 @@ import numpy as np
 import pytest
 import torch
 
-from edgeser.adapt.baselines import (NRCConfig, SHOTConfig, nrc_adapt, nrc_loss, nrc_neighbours, param_groups,
-                                     schedule_factor, shot_adapt, shot_pseudo_labels)
+from edgeser.adapt.baselines import (
+    NRCConfig,
+    SHOTConfig,
+    nrc_adapt,
+    nrc_loss,
+    nrc_neighbours,
+    param_groups,
+    schedule_factor,
+    shot_adapt,
+    shot_pseudo_labels,
+)
 from edgeser.adapt.checkpoint import load_model, read_checkpoint
 from edgeser.adapt.data import n_steps
 from edgeser.adapt.model import EmotionNet, ModelConfig
@@ -16,8 +25,8 @@ from edgeser.demo import demo_manifest
 from edgeser.manifest import read_manifest
 from edgeser.testing.models import TINY, untrained_checkpoint
 
-
 # ------------------------------------------------------------------------------ SHOT pseudo-labels
+
 
 def test_shot_pseudo_labels_fix_wrong_argmax_on_two_clusters():
     # two obvious clusters (along x and along y); the model's argmax is wrong on the last clip of each
@@ -49,6 +58,7 @@ def test_shot_pseudo_labels_use_the_appended_one_and_cosine():
 
 
 # ----------------------------------------------------------------------------------- NRC neighbours
+
 
 def _circle(degrees):
     a = np.deg2rad(np.asarray(degrees, np.float64))
@@ -94,6 +104,7 @@ def test_nrc_loss_hand_computed():
 
 # ---------------------------------------------------------------------------- shared pieces
 
+
 def test_param_groups_and_schedule():
     net = EmotionNet(ModelConfig(labels=["a", "b"], **TINY))
     groups = param_groups(net, 1e-2, 0.1, 1.0, None)
@@ -102,7 +113,7 @@ def test_param_groups_and_schedule():
     n = sum(p.numel() for g in groups for p in g["params"]) + sum(p.numel() for p in net.classifier.parameters())
     assert n == sum(p.numel() for p in net.parameters())
     assert schedule_factor(0, 100) == 1.0
-    assert schedule_factor(100, 100) == pytest.approx(11 ** -0.75)
+    assert schedule_factor(100, 100) == pytest.approx(11**-0.75)
     assert n_steps(129, 64) == 2 and n_steps(130, 64) == 3 and n_steps(1, 64) == 0
 
 
@@ -122,8 +133,9 @@ def clips():
 
 @pytest.fixture(scope="module")
 def source(clips, tmp_path_factory):
-    return untrained_checkpoint(tmp_path_factory.mktemp("src") / "source.pt", sorted({c.label for c in clips}),
-                                data="demo clips (EmoDB, CC0)")
+    return untrained_checkpoint(
+        tmp_path_factory.mktemp("src") / "source.pt", sorted({c.label for c in clips}), data="demo clips (EmoDB, CC0)"
+    )
 
 
 @pytest.fixture(scope="module")

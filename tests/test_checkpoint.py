@@ -38,17 +38,23 @@ def same(a, b) -> bool:
     if type(a) is not type(b):
         return False
     if isinstance(a, torch.Tensor):
-        return (a.dtype == b.dtype and a.shape == b.shape
-                and a.contiguous().reshape(-1).view(torch.uint8).tolist()
-                == b.contiguous().reshape(-1).view(torch.uint8).tolist())
+        return (
+            a.dtype == b.dtype
+            and a.shape == b.shape
+            and a.contiguous().reshape(-1).view(torch.uint8).tolist()
+            == b.contiguous().reshape(-1).view(torch.uint8).tolist()
+        )
     if isinstance(a, (np.ndarray, np.generic)):
         return a.dtype == b.dtype and np.shape(a) == np.shape(b) and np.asarray(a).tobytes() == np.asarray(b).tobytes()
     if isinstance(a, float):
         return (math.isnan(a) and math.isnan(b)) or (a == b and math.copysign(1, a) == math.copysign(1, b))
     if isinstance(a, dict):
-        return (list(a) == list(b) and all(type(k) is type(kb) for k, kb in zip(a, b))
-                and all(same(a[k], b[k]) for k in a)
-                and same(getattr(a, "_metadata", None), getattr(b, "_metadata", None)))
+        return (
+            list(a) == list(b)
+            and all(type(k) is type(kb) for k, kb in zip(a, b))
+            and all(same(a[k], b[k]) for k in a)
+            and same(getattr(a, "_metadata", None), getattr(b, "_metadata", None))
+        )
     if isinstance(a, (list, tuple)):
         return len(a) == len(b) and all(same(x, y) for x, y in zip(a, b))
     return a == b
@@ -62,11 +68,17 @@ def roundtrip(obj):
 
 # ---------------------------------------------------------------------------------- pure encoding
 
+
 def test_encoding_of_known_values():
     tensors: dict = {}
     tree = encode_tree({"a": (1, float("nan"), -float("inf")), 3: None, "l": [True, "x", 2**127 + 1]}, tensors)
-    assert tree == {"$dict": [["a", {"$tuple": [1, {"$float": "nan"}, {"$float": "-inf"}]}], [3, None],
-                              ["l", [True, "x", 2**127 + 1]]]}
+    assert tree == {
+        "$dict": [
+            ["a", {"$tuple": [1, {"$float": "nan"}, {"$float": "-inf"}]}],
+            [3, None],
+            ["l", [True, "x", 2**127 + 1]],
+        ]
+    }
     assert tensors == {}
     tree = encode_tree({"w": torch.arange(3), "x": np.float64(0.5), "$k": 1.5}, tensors, "p:")
     assert tree == {"$dict": [["w", {"$tensor": "p:0"}], ["x", {"$npscalar": "p:1", "dtype": "<f8"}], ["$k", 1.5]]}
@@ -75,7 +87,10 @@ def test_encoding_of_known_values():
 
 
 VALUES = {
-    "none": None, "bools": [True, False], "str": "näïve \"quoted\" $tag", "empty": ["", [], (), {}],
+    "none": None,
+    "bools": [True, False],
+    "str": 'näïve "quoted" $tag',
+    "empty": ["", [], (), {}],
     "ints": [0, -1, 2**64 + 3, -(2**127) - 5, 2**128 - 1],
     "floats": [0.1, -0.0, 1e-310, 1.7976931348623157e308, float("nan"), float("inf"), -float("inf")],
     "int_keys": {0: {"step": torch.tensor(3.0)}, 7: {"x": 1}, -2: "neg"},
@@ -83,13 +98,30 @@ VALUES = {
     "dollar": {"$tensor": "not a tag", "$float": "nan"},
     "tuples": (1, (2.5, (None,)), [3, (4,)]),
     "betas": (0.9, 0.999),
-    "tensors": [torch.randn(3, 4), torch.arange(5, dtype=torch.int64), torch.get_rng_state(), torch.tensor(True),
-                torch.tensor([True, False]), torch.tensor(2.5), torch.zeros(0, 3), torch.randn(2).to(torch.bfloat16),
-                torch.tensor([1, 2], dtype=torch.int8), torch.tensor([65535], dtype=torch.uint16),
-                torch.tensor([float("nan"), float("inf")], dtype=torch.float16), torch.randn(4, 3).t()],
-    "arrays": [np.array([[0.5, np.nan], [np.inf, -0.0]]), np.arange(6, dtype=np.int8).reshape(2, 3),
-               np.array([2**64 - 1], dtype=np.uint64), np.array([True, False]), np.array(7, dtype=np.int32),
-               np.zeros((0, 4), np.float32), np.array([1.5, 2.5], dtype=">f8"), np.arange(10.0)[::3]],
+    "tensors": [
+        torch.randn(3, 4),
+        torch.arange(5, dtype=torch.int64),
+        torch.get_rng_state(),
+        torch.tensor(True),
+        torch.tensor([True, False]),
+        torch.tensor(2.5),
+        torch.zeros(0, 3),
+        torch.randn(2).to(torch.bfloat16),
+        torch.tensor([1, 2], dtype=torch.int8),
+        torch.tensor([65535], dtype=torch.uint16),
+        torch.tensor([float("nan"), float("inf")], dtype=torch.float16),
+        torch.randn(4, 3).t(),
+    ],
+    "arrays": [
+        np.array([[0.5, np.nan], [np.inf, -0.0]]),
+        np.arange(6, dtype=np.int8).reshape(2, 3),
+        np.array([2**64 - 1], dtype=np.uint64),
+        np.array([True, False]),
+        np.array(7, dtype=np.int32),
+        np.zeros((0, 4), np.float32),
+        np.array([1.5, 2.5], dtype=">f8"),
+        np.arange(10.0)[::3],
+    ],
     "scalars": [np.float64(np.nan), np.float32(0.1), np.int64(-5), np.uint8(255), np.bool_(True), np.float16(1.5)],
     "numpy_rng": np.random.default_rng(12345).bit_generator.state,
 }
@@ -111,8 +143,13 @@ def test_module_and_optimizer_states_roundtrip_exactly():
     sched.step()
     sgd = torch.optim.SGD(net.parameters(), lr=0.1, momentum=0.9, nesterov=True)
     sgd.step()
-    state = {"model": net.state_dict(), "optimizer": opt.state_dict(), "scheduler": sched.state_dict(),
-             "sgd": sgd.state_dict(), "rng": rng_state(np.random.default_rng(3))}
+    state = {
+        "model": net.state_dict(),
+        "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(),
+        "sgd": sgd.state_dict(),
+        "rng": rng_state(np.random.default_rng(3)),
+    }
     back = roundtrip(state)
     assert same(back, state)
     assert type(back["model"]) is collections.OrderedDict and back["model"]._metadata == state["model"]._metadata
@@ -120,23 +157,45 @@ def test_module_and_optimizer_states_roundtrip_exactly():
     assert all(type(k) is int for k in back["optimizer"]["state"])
 
 
-@pytest.mark.parametrize("bad", [object(), {"p": __import__("pathlib").Path("x")}, [1, {2: {3j}}],
-                                 np.array(["a"]), torch.nn.Parameter(torch.zeros(1)), 1j,
-                                 np.array([1j]), collections.namedtuple("P", "a")(1)])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        object(),
+        {"p": __import__("pathlib").Path("x")},
+        [1, {2: {3j}}],
+        np.array(["a"]),
+        torch.nn.Parameter(torch.zeros(1)),
+        1j,
+        np.array([1j]),
+        collections.namedtuple("P", "a")(1),
+    ],
+)
 def test_values_it_cannot_store_exactly_are_refused_at_save(bad):
     with pytest.raises(TypeError, match="cannot store"):
         encode_tree({"k": bad}, {})
 
 
-@pytest.mark.parametrize("tree", [{"$tensor": "missing"}, {"$float": "1.0"}, {"$bogus": 1}, {"$tuple": 3},
-                                  {"$dict": [[1]]}, {"$ndarray": "0", "dtype": "O"}, {"$ndarray": "0", "dtype": "<i8"},
-                                  {"$npscalar": "1", "dtype": "<f4"}, {"$tensor": "0", "$tuple": []}])
+@pytest.mark.parametrize(
+    "tree",
+    [
+        {"$tensor": "missing"},
+        {"$float": "1.0"},
+        {"$bogus": 1},
+        {"$tuple": 3},
+        {"$dict": [[1]]},
+        {"$ndarray": "0", "dtype": "O"},
+        {"$ndarray": "0", "dtype": "<i8"},
+        {"$npscalar": "1", "dtype": "<f4"},
+        {"$tensor": "0", "$tuple": []},
+    ],
+)
 def test_malformed_trees_are_value_errors(tree):
     with pytest.raises(ValueError):
         decode_tree(tree, {"0": torch.zeros(2), "1": torch.zeros(2)})
 
 
 # ------------------------------------------------------------------------------------ files
+
 
 def _net() -> EmotionNet:
     torch.manual_seed(0)
@@ -155,6 +214,7 @@ def test_checkpoint_roundtrip(tmp_path):
     assert torch.equal(load_model(tmp_path / "m.pt")(x), net(x))
     # the weights keep their names: any safetensors reader gets them
     from safetensors.torch import load_file
+
     assert set(load_file(str(tmp_path / "m.pt"))) >= set(net.state_dict())
     assert not list(tmp_path.glob("*.tmp"))
 
@@ -178,6 +238,7 @@ def test_state_roundtrip_and_resumed_rng(tmp_path):
 def _evil(path, marker):
     """A torch.save file whose unpickling would create ``marker`` (the audit's repro)."""
     import os
+
     evil = type("E", (), {"__reduce__": lambda s: (os.system, (f"touch {marker}",))})
     torch.save({"format": "edgeser-checkpoint-1", "x": evil()}, path)
 
@@ -185,13 +246,21 @@ def _evil(path, marker):
 def _bad_files(tmp_path):
     save_checkpoint(tmp_path / "good.pt", _net())
     good = (tmp_path / "good.pt").read_bytes()
-    files = {"empty": b"", "garbage": b"this is not a model at all\n" * 20, "short": b"\x01\x02",
-             "cut_in_header": good[:40], "cut_in_data": good[:-100], "zeros": bytes(4096),
-             "json_only": b"{\"a\": 1}", "bad_json": (30).to_bytes(8, "little") + b"{" + b"x" * 29}
+    files = {
+        "empty": b"",
+        "garbage": b"this is not a model at all\n" * 20,
+        "short": b"\x01\x02",
+        "cut_in_header": good[:40],
+        "cut_in_data": good[:-100],
+        "zeros": bytes(4096),
+        "json_only": b'{"a": 1}',
+        "bad_json": (30).to_bytes(8, "little") + b"{" + b"x" * 29,
+    }
     for name, data in files.items():
         (tmp_path / f"{name}.pt").write_bytes(data)
-    torch.save({"format": "edgeser-checkpoint-1", "config": {}, "state_dict": {}, "summary": {}},
-               tmp_path / "old_format.pt")
+    torch.save(
+        {"format": "edgeser-checkpoint-1", "config": {}, "state_dict": {}, "summary": {}}, tmp_path / "old_format.pt"
+    )
     _evil(tmp_path / "evil.pt", tmp_path / "PWNED")
     save_state(tmp_path / "a_state.pt", {"epoch": 1})
     return [*files, "old_format", "evil", "a_state"]
@@ -234,6 +303,7 @@ def test_weights_that_do_not_fit_the_config_are_a_model_error(tmp_path):
     # graft the 2-label weights under the 4-label config
     from safetensors import safe_open
     from safetensors.torch import load_file, save_file
+
     with safe_open(str(tmp_path / "m.pt"), "pt") as f:
         meta = f.metadata()
     save_file(load_file(str(tmp_path / "o.pt")), str(tmp_path / "mix.pt"), metadata=meta)
@@ -273,9 +343,16 @@ def test_train_resumed_after_an_interruption_equals_an_uninterrupted_run(tmp_pat
 
 # ---------------------------------------------------------------------------------------- CLI
 
+
 def cli(*args, cwd=None, rc=1):
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", *map(str, args)], check=False, capture_output=True, text=True,
-                       timeout=900, cwd=cwd)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", *map(str, args)],
+        check=False,
+        capture_output=True,
+        text=True,
+        timeout=900,
+        cwd=cwd,
+    )
     assert r.returncode == rc, (r.returncode, r.stdout, r.stderr[-3000:])
     assert "Traceback" not in r.stderr and "unexpected" not in r.stderr and "interrupted" not in r.stderr
     return r
@@ -323,8 +400,20 @@ def test_adapt_refuses_a_bad_state_file_and_names_it(tmp_path, tiny_source, kind
     out = tmp_path / "student.pt"
     _plant(tmp_path / "student.pt.state", kind, tmp_path / "PWNED")
     extra = ["--lalm-predictions", _predictions(tmp_path)] if method == "mifuse" else []
-    r = cli("adapt", "--source-model", tiny_source, "--target", demo_manifest(), "--method", method, "--out", out,
-            "--epochs", "1", *extra)
+    r = cli(
+        "adapt",
+        "--source-model",
+        tiny_source,
+        "--target",
+        demo_manifest(),
+        "--method",
+        method,
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        *extra,
+    )
     lines = r.stderr.strip().splitlines()
     assert lines[-1].startswith(f"error: {out}.state: ") and "--fresh" in lines[-1], r.stderr
     assert not (tmp_path / "PWNED").exists()
@@ -337,24 +426,44 @@ def _predictions(tmp_path):
 
     path = tmp_path / "preds.jsonl"
     with open(path, "w") as f:
-        f.writelines(json.dumps({"path": str(Path(c.path).resolve()), "labels": ["angry", "sad", "happy"]}) + "\n" for c in read_manifest(demo_manifest()))
+        f.writelines(
+            json.dumps({"path": str(Path(c.path).resolve()), "labels": ["angry", "sad", "happy"]}) + "\n"
+            for c in read_manifest(demo_manifest())
+        )
     return path
 
 
 def test_fresh_starts_over_past_a_bad_state(tmp_path, tiny_source):
     out = tmp_path / "student.pt"
     _plant(tmp_path / "student.pt.state", "pickle", tmp_path / "PWNED")
-    cli("adapt", "--source-model", tiny_source, "--target", demo_manifest(), "--method", "shot", "--out", out,
-        "--epochs", "1", "--fresh", rc=0)
+    cli(
+        "adapt",
+        "--source-model",
+        tiny_source,
+        "--target",
+        demo_manifest(),
+        "--method",
+        "shot",
+        "--out",
+        out,
+        "--epochs",
+        "1",
+        "--fresh",
+        rc=0,
+    )
     assert load_state(tmp_path / "student.pt.state")["epoch"] == 1 and read_checkpoint(out)["summary"]["epochs"] == 1
     assert not (tmp_path / "PWNED").exists()
 
 
 def test_an_eof_error_is_not_reported_as_an_interruption(tmp_path):
     """click turns any EOFError raised in a command into Abort; main() must not call that "interrupted"."""
-    code = ("import sys\nfrom edgeser import cli as c\n"
-            "@c.cli.command()\ndef boom():\n    raise EOFError('Ran out of input')\n"
-            "sys.argv = ['edgeser', 'boom']\nc.main()\n")
+    code = (
+        "import sys\nfrom edgeser import cli as c\n"
+        "@c.cli.command()\ndef boom():\n    raise EOFError('Ran out of input')\n"
+        "sys.argv = ['edgeser', 'boom']\nc.main()\n"
+    )
     r = subprocess.run([sys.executable, "-c", code], check=False, capture_output=True, text=True, timeout=120)
-    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: unexpected EOFError: Ran out"), \
-        (r.returncode, r.stderr)
+    assert r.returncode == 1 and r.stderr.strip().splitlines()[-1].startswith("error: unexpected EOFError: Ran out"), (
+        r.returncode,
+        r.stderr,
+    )

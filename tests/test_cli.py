@@ -3,16 +3,14 @@
 import json
 import subprocess
 import sys
-from pathlib import Path
-
-import pytest
 
 from edgeser.demo import demo_clips, demo_manifest
 
 
 def run(*args, check_rc=None, env=None):
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=300, env=env)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", *map(str, args)], capture_output=True, text=True, timeout=300, env=env
+    )
     if check_rc is not None:
         assert r.returncode == check_rc, (r.returncode, r.stdout, r.stderr)
     assert "Traceback" not in r.stderr, r.stderr
@@ -56,12 +54,36 @@ def test_one_line_errors(tmp_path, tiny_onnx):
 
 def test_train_export_evaluate_roundtrip(tmp_path):
     pt, onnx_path = tmp_path / "m.pt", tmp_path / "m.onnx"
-    run("train", "--train", demo_manifest(), "--val", demo_manifest(), "--out", pt, "--epochs", "1", "--batch-size", "4",
-        check_rc=0)
+    run(
+        "train",
+        "--train",
+        demo_manifest(),
+        "--val",
+        demo_manifest(),
+        "--out",
+        pt,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        check_rc=0,
+    )
     assert pt.exists()
     # rerun resumes from the saved state: nothing left to train
-    r = run("train", "--train", demo_manifest(), "--val", demo_manifest(), "--out", pt, "--epochs", "1", "--batch-size", "4",
-            check_rc=0)
+    r = run(
+        "train",
+        "--train",
+        demo_manifest(),
+        "--val",
+        demo_manifest(),
+        "--out",
+        pt,
+        "--epochs",
+        "1",
+        "--batch-size",
+        "4",
+        check_rc=0,
+    )
     assert "resuming" in r.stderr
     r = run("export", pt, "-o", onnx_path, check_rc=0)
     assert "parity" in r.stdout and onnx_path.exists()

@@ -10,8 +10,9 @@ from edgeser.runtime import Recognizer
 
 
 def cli(*args):
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", *map(str, args)], capture_output=True, text=True,
-                       timeout=300)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", *map(str, args)], capture_output=True, text=True, timeout=300
+    )
     assert r.returncode == 0 and "Traceback" not in r.stderr, r.stderr
     return r.stdout
 
@@ -42,8 +43,12 @@ def test_demo_streams_like_stream_with_the_same_defaults():
 
 def test_demo_options_are_the_stream_options():
     a = per_clip(cli("demo", "--fast", "--jsonl", "--hop", "0.25", "--smoothing", "0", "--no-gate"))
-    b = [json.loads(line) for line in cli("stream", demo_clips()[3], "--fast", "--jsonl", "--hop", "0.25",
-                                           "--smoothing", "0", "--no-gate").splitlines()]
+    b = [
+        json.loads(line)
+        for line in cli(
+            "stream", demo_clips()[3], "--fast", "--jsonl", "--hop", "0.25", "--smoothing", "0", "--no-gate"
+        ).splitlines()
+    ]
     assert [e for e in a[3] if e["time_s"] < b[-1]["time_s"]] == b[:-1]
     assert all(e["distribution"] == e["raw"] for e in b)  # smoothing 0 really reached the stream
 

@@ -78,8 +78,9 @@ def test_every_method_writes_the_same_summary_keys(demo_clips_list, tmp_path):
         "train": train(clips, clips, tmp_path / "t.pt", tiny_train_cfg(epochs=1), progress=False),
         "mi-fuse": mifuse_adapt(source, clips, [lalm, EMATeacher(k=2)], tmp_path / "m.pt", mcfg, progress=False),
         "lalm-sfuda": sfuda_adapt(source, clips, lalm, tmp_path / "s.pt", mcfg, progress=False),
-        "classifier-self-training": mifuse_adapt(source, clips, [EMATeacher(k=2)], tmp_path / "c.pt", mcfg,
-                                                 progress=False),
+        "classifier-self-training": mifuse_adapt(
+            source, clips, [EMATeacher(k=2)], tmp_path / "c.pt", mcfg, progress=False
+        ),
         "shot": shot_adapt(source, clips, tmp_path / "shot.pt", SHOTConfig(epochs=1, crop_s=1.0), progress=False),
         "nrc": nrc_adapt(source, clips, tmp_path / "nrc.pt", NRCConfig(epochs=1, crop_s=1.0), progress=False),
     }
@@ -101,8 +102,10 @@ def test_training_state_is_written_by_one_function():
         for fn in ast.walk(tree):
             if isinstance(fn, (ast.FunctionDef, ast.AsyncFunctionDef)):
                 for node in ast.walk(fn):
-                    if isinstance(node, ast.Call) and getattr(node.func, "id", getattr(node.func, "attr", None)) \
-                            == "save_state":
+                    if (
+                        isinstance(node, ast.Call)
+                        and getattr(node.func, "id", getattr(node.func, "attr", None)) == "save_state"
+                    ):
                         callers.append((path.relative_to(REPO).as_posix(), fn.name))
     assert sorted(set(callers)) == [("edgeser/adapt/engine.py", "_save_state")]
 
@@ -133,11 +136,14 @@ def test_the_registry_is_the_one_method_list():
     with pytest.raises(EdgeserError, match="methods that have: sfuda, mifuse"):
         get_method("shot").make_config(penalty_weight=0.5)
     # the CLI's --method choices and the benchmark's rows come from it
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", "adapt", "--help"], capture_output=True, text=True,
-                       timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", "adapt", "--help"], capture_output=True, text=True, timeout=120
+    )
     assert "[sfuda|shot|nrc|mifuse]" in " ".join(r.stdout.split())
-    code = ("import sys, json; sys.path[:0] = sys.argv[1:]; import run; "
-            "print(json.dumps([[s.name for s in run.ADAPT.values()], run.METHODS]))")
+    code = (
+        "import sys, json; sys.path[:0] = sys.argv[1:]; import run; "
+        "print(json.dumps([[s.name for s in run.ADAPT.values()], run.METHODS]))"
+    )
     paths = [str(REPO / "benchmarks" / "cross_corpus"), str(REPO / "benchmarks")]
     r = subprocess.run([sys.executable, "-c", code, *paths], capture_output=True, text=True, timeout=120, cwd=REPO)
     names, rows = json.loads(r.stdout.strip().splitlines()[-1])

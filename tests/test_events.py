@@ -22,56 +22,56 @@ def run(tracker, dists):
 
 def test_first_top_needs_persist_then_is_reported():
     t = TopTracker(margin=0.1, persist=2)
-    out = run(t, [d(.7, .1, .1, .1), d(.6, .2, .1, .1)])
+    out = run(t, [d(0.7, 0.1, 0.1, 0.1), d(0.6, 0.2, 0.1, 0.1)])
     assert out == [None, (None, "angry")] and t.top == "angry"
 
 
 def test_small_lead_never_switches():
     t = TopTracker(margin=0.1, persist=2)
-    run(t, [d(.7, .1, .1, .1)] * 2)
+    run(t, [d(0.7, 0.1, 0.1, 0.1)] * 2)
     # sad on top but only 0.05 ahead of angry, many times: no flicker
-    assert run(t, [d(.40, .05, .10, .45)] * 10) == [None] * 10
+    assert run(t, [d(0.40, 0.05, 0.10, 0.45)] * 10) == [None] * 10
     assert t.top == "angry"
 
 
 def test_lead_must_persist_consecutively():
     t = TopTracker(margin=0.1, persist=3)
-    run(t, [d(.7, .1, .1, .1)] * 3)
-    sad = d(.2, .1, .1, .6)
+    run(t, [d(0.7, 0.1, 0.1, 0.1)] * 3)
+    sad = d(0.2, 0.1, 0.1, 0.6)
     # two sad, angry back on top (run broken), then three sad: switch on the third
-    out = run(t, [sad, sad, d(.5, .1, .1, .3), sad, sad, sad])
+    out = run(t, [sad, sad, d(0.5, 0.1, 0.1, 0.3), sad, sad, sad])
     assert out == [None, None, None, None, None, ("angry", "sad")]
 
 
 def test_a_different_challenger_restarts_the_run():
     t = TopTracker(margin=0.1, persist=2)
-    run(t, [d(.7, .1, .1, .1)] * 2)
-    out = run(t, [d(.1, .1, .1, .7), d(.1, .7, .1, .1), d(.1, .7, .1, .1)])
+    run(t, [d(0.7, 0.1, 0.1, 0.1)] * 2)
+    out = run(t, [d(0.1, 0.1, 0.1, 0.7), d(0.1, 0.7, 0.1, 0.1), d(0.1, 0.7, 0.1, 0.1)])
     assert out == [None, None, ("angry", "happy")]
 
 
 def test_silence_is_ignored_and_does_not_break_a_run():
     t = TopTracker(margin=0.1, persist=2)
-    run(t, [d(.7, .1, .1, .1)] * 2)
-    assert run(t, [d(.1, .1, .1, .7), None, None, d(.1, .1, .1, .7)]) == [None, None, None, ("angry", "sad")]
+    run(t, [d(0.7, 0.1, 0.1, 0.1)] * 2)
+    assert run(t, [d(0.1, 0.1, 0.1, 0.7), None, None, d(0.1, 0.1, 0.1, 0.7)]) == [None, None, None, ("angry", "sad")]
 
 
 def test_margin_measured_against_the_current_top_not_the_runner_up():
     t = TopTracker(margin=0.2, persist=1)
-    run(t, [d(.7, .1, .1, .1)])
+    run(t, [d(0.7, 0.1, 0.1, 0.1)])
     # neutral leads angry by 0.25 (>= 0.2) though it leads the runner-up sad by only 0.05
-    assert t.update(d(.15, .0, .45, .40)) == ("angry", "neutral")
+    assert t.update(d(0.15, 0.0, 0.45, 0.40)) == ("angry", "neutral")
 
 
 def test_no_hysteresis_reports_every_argmax_change():
     t = TopTracker(margin=0.0, persist=1)
-    seq = [d(.3, .2, .25, .25), d(.2, .3, .25, .25), d(.3, .2, .25, .25)]
+    seq = [d(0.3, 0.2, 0.25, 0.25), d(0.2, 0.3, 0.25, 0.25), d(0.3, 0.2, 0.25, 0.25)]
     assert run(t, seq) == [(None, "angry"), ("angry", "happy"), ("happy", "angry")]
 
 
 def test_reset_and_validation():
     t = TopTracker(margin=0.1, persist=1)
-    t.update(d(.7, .1, .1, .1))
+    t.update(d(0.7, 0.1, 0.1, 0.1))
     t.reset()
     assert t.top is None
     for bad in [dict(margin=-0.1), dict(margin=1.0), dict(persist=0), dict(persist=1.5)]:
@@ -88,15 +88,20 @@ def test_callbacks_on_a_real_stream(rec):
     angry, sad = (next(c for c in demo_clips() if c.name == n) for n in ("08a02Wc.flac", "03b03Tc.flac"))
     x = np.concatenate([load_audio(angry, rec.sample_rate), load_audio(sad, rec.sample_rate)])
     events, changes = [], []
-    cb = EmotionCallbacks(rec.stream(rec.sample_rate, hop_s=0.1), on_event=events.append,
-                          on_change=lambda old, new, ev: changes.append((old, new, ev)), margin=0.05, persist=2)
+    cb = EmotionCallbacks(
+        rec.stream(rec.sample_rate, hop_s=0.1),
+        on_event=events.append,
+        on_change=lambda old, new, ev: changes.append((old, new, ev)),
+        margin=0.05,
+        persist=2,
+    )
     returned = []
     for i in range(0, len(x), 1600):
-        returned += cb.push(x[i:i + 1600])
+        returned += cb.push(x[i : i + 1600])
     returned += cb.flush()
     assert events == returned and len(events) > 10
     # the same events straight from a fresh stream
-    ref = list(rec.stream(rec.sample_rate, hop_s=0.1).events([x[i:i + 1600] for i in range(0, len(x), 1600)]))
+    ref = list(rec.stream(rec.sample_rate, hop_s=0.1).events([x[i : i + 1600] for i in range(0, len(x), 1600)]))
     assert [e.to_dict() for e in events] == [e.to_dict() for e in ref]
     # on_change is what a TopTracker says on the smoothed distributions, nothing more
     t = TopTracker(margin=0.05, persist=2)

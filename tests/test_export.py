@@ -14,10 +14,14 @@ def test_export_metadata_and_dynamic_axes(tiny_onnx):
     assert meta["labels"] == ["angry", "happy", "neutral", "sad"]
     assert meta["sample_rate"] == 16000 and meta["window_s"] > 0 and meta["hop_s"] > 0
     assert meta["edgeser_version"] and "training" in meta
-    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(m.graph.input) + list(m.graph.output)}
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(m.graph.input) + list(m.graph.output)
+    }
     assert all(isinstance(d, str) for d in (dims["audio"][0], dims["audio"][1], dims["cache"][2]))
-    assert m.opset_import[0].version == 18 or any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    assert m.opset_import[0].version == 18 or any(
+        o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx")
+    )
 
 
 def test_exported_model_runs_batches_and_lengths(tiny_onnx):

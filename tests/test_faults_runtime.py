@@ -34,6 +34,7 @@ def speech() -> np.ndarray:
 
 # ---------------------------------------------------------------- item 5: channels-first arrays
 
+
 @pytest.mark.parametrize("channels", [2, 6])
 def test_channels_first_arrays_are_refused(rec, speech, channels) -> None:
     x = np.stack([speech] * channels)  # (C, T): the layout torch and librosa use
@@ -46,7 +47,7 @@ def test_channels_first_arrays_are_refused(rec, speech, channels) -> None:
 
 def test_tiny_multichannel_chunks_are_still_frames(rec, speech) -> None:
     stereo = np.stack([speech, speech], axis=1)
-    a = [e.raw.probs for e in rec.stream(16000, gate=False).events(stereo[i: i + 1] for i in range(0, 40000))]
+    a = [e.raw.probs for e in rec.stream(16000, gate=False).events(stereo[i : i + 1] for i in range(0, 40000))]
     b = [e.raw.probs for e in rec.stream(16000, gate=False).events([speech[:40000]])]
     assert len(a) == len(b) > 0
     np.testing.assert_allclose(a, b, atol=1e-6)
@@ -64,6 +65,7 @@ def test_int_pcm_with_channels_is_scaled_like_mono(rec, speech) -> None:
 
 # ---------------------------------------------------------------- item 6: metadata checked at load
 
+
 def _with_metadata(src: Path, dst: Path, **changes) -> Path:
     m = onnx.load(str(src))
     meta = json.loads(m.metadata_props[0].value)
@@ -73,30 +75,40 @@ def _with_metadata(src: Path, dst: Path, **changes) -> Path:
     return dst
 
 
-@pytest.mark.parametrize("changes, message", [
-    ({"labels": ["angry", "happy", "sad"]}, "3 labels in the metadata but the model outputs 4"),
-    ({"labels": ["angry", "angry", "happy", "sad"]}, "duplicates"),
-    ({"sample_rate": 16000.5}, "'sample_rate' must be a positive integer"),
-    ({"embedding_stride": 0}, "'embedding_stride' must be a positive integer"),
-    ({"embedding_dim": 7}, "embedding_dim 7 in the metadata but the graph's cache has 16 channels"),
-    ({"receptive_field": 100}, "embedding_stride 320 exceeds the receptive field 100"),
-    ({"window_s": -1}, "'window_s' must be a positive number"),
-])
+@pytest.mark.parametrize(
+    "changes, message",
+    [
+        ({"labels": ["angry", "happy", "sad"]}, "3 labels in the metadata but the model outputs 4"),
+        ({"labels": ["angry", "angry", "happy", "sad"]}, "duplicates"),
+        ({"sample_rate": 16000.5}, "'sample_rate' must be a positive integer"),
+        ({"embedding_stride": 0}, "'embedding_stride' must be a positive integer"),
+        ({"embedding_dim": 7}, "embedding_dim 7 in the metadata but the graph's cache has 16 channels"),
+        ({"receptive_field": 100}, "embedding_stride 320 exceeds the receptive field 100"),
+        ({"window_s": -1}, "'window_s' must be a positive number"),
+    ],
+)
 def test_bad_metadata_fails_at_load(tiny_onnx, tmp_path, changes, message) -> None:
     bad = _with_metadata(tiny_onnx, tmp_path / "bad.onnx", **changes)
     with pytest.raises(ModelError, match=message):
         OnnxModel(bad)
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", "predict", "-m", str(bad), str(DEMO_DIR / "03a02Wc.flac")],
-                       capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", "predict", "-m", str(bad), str(DEMO_DIR / "03a02Wc.flac")],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and r.stderr.count("\n") == 1 and "Traceback" not in r.stderr
 
 
-@pytest.mark.parametrize("field, factor, message", [
-    ("receptive_field", -1, "the graph fails on|gives"),    # one stride short: the graph cannot run it
-    ("receptive_field", +1, r"gives \d+ embeddings for \d+ samples"),  # one stride long: silently shifted windows
-    ("embedding_stride", 0.5, r"gives 1 embeddings for \d+ samples.*says 2"),
-    ("embedding_stride", 2, r"gives 3 embeddings for \d+ samples.*says 2"),
-])
+@pytest.mark.parametrize(
+    "field, factor, message",
+    [
+        ("receptive_field", -1, "the graph fails on|gives"),  # one stride short: the graph cannot run it
+        ("receptive_field", +1, r"gives \d+ embeddings for \d+ samples"),  # one stride long: silently shifted windows
+        ("embedding_stride", 0.5, r"gives 1 embeddings for \d+ samples.*says 2"),
+        ("embedding_stride", 2, r"gives 3 embeddings for \d+ samples.*says 2"),
+    ],
+)
 def test_receptive_field_and_stride_are_checked_against_the_graph(tiny_onnx, tmp_path, field, factor, message) -> None:
     meta = OnnxModel(tiny_onnx).metadata
     value = meta[field] + factor * meta["embedding_stride"] if field == "receptive_field" else meta[field] * factor
@@ -108,6 +120,7 @@ def test_receptive_field_and_stride_are_checked_against_the_graph(tiny_onnx, tmp
 
 # ---------------------------------------------------------------- item 9: export checks its output first
 
+
 def test_export_checks_the_output_folder_before_any_work(tmp_path) -> None:
     from edgeser.export import export_onnx
 
@@ -116,8 +129,20 @@ def test_export_checks_the_output_folder_before_any_work(tmp_path) -> None:
         export_onnx(tmp_path / "nothing.pt", tmp_path / "missing" / "x.onnx")
     with pytest.raises(ModelError, match="is a folder"):
         export_onnx(tmp_path / "nothing.pt", tmp_path)
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", "export", str(tmp_path / "nothing.pt"), "-o",
-                        str(tmp_path / "missing" / "x.onnx")], capture_output=True, text=True, timeout=120)
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "edgeser.cli",
+            "export",
+            str(tmp_path / "nothing.pt"),
+            "-o",
+            str(tmp_path / "missing" / "x.onnx"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert r.returncode == 1 and r.stderr.startswith("error: ") and "no such folder" in r.stderr
 
 
@@ -134,8 +159,12 @@ def test_export_refuses_duplicate_labels(tiny_checkpoint, tmp_path) -> None:
 
 
 def test_export_prints_no_torchvision_noise(tiny_checkpoint, tmp_path) -> None:
-    r = subprocess.run([sys.executable, "-m", "edgeser.cli", "export", str(tiny_checkpoint), "-o",
-                        str(tmp_path / "m.onnx")], capture_output=True, text=True, timeout=600)
+    r = subprocess.run(
+        [sys.executable, "-m", "edgeser.cli", "export", str(tiny_checkpoint), "-o", str(tmp_path / "m.onnx")],
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert r.returncode == 0, r.stderr
     assert "torchvision" not in r.stderr and r.stderr.strip() == "", r.stderr
 
@@ -161,6 +190,7 @@ def test_export_hides_only_the_known_exporter_noise(tiny_checkpoint, tmp_path, m
 
 
 # ---------------------------------------------------------------- item 11: the smaller ones
+
 
 def test_clipping_is_reported_for_long_files_too(rec, tmp_path) -> None:
     t = np.arange(35 * 16000) / 16000
@@ -235,5 +265,7 @@ def test_stream_takes_the_model_and_a_custom_gate(tiny_onnx, speech) -> None:
 
 @pytest.mark.parametrize("wrong", ["recognizer", "path"])
 def test_stream_given_something_else_than_a_model_says_what_to_pass(rec, tiny_onnx, wrong) -> None:
-    with pytest.raises(TypeError, match=r"needs a loaded OnnxModel, got (Recognizer|PosixPath).*Recognizer\.stream\(\)"):
+    with pytest.raises(
+        TypeError, match=r"needs a loaded OnnxModel, got (Recognizer|PosixPath).*Recognizer\.stream\(\)"
+    ):
         EmotionStream(rec if wrong == "recognizer" else tiny_onnx)

@@ -5,8 +5,16 @@ import math
 import numpy as np
 import pytest
 
-from edgeser.adapt.fusion import (DEFAULT_METHOD, DEFAULT_TAU, entropy, fuse, fusion_stats, sharpen, summarize,
-                                  teacher_weights)
+from edgeser.adapt.fusion import (
+    DEFAULT_METHOD,
+    DEFAULT_TAU,
+    entropy,
+    fuse,
+    fusion_stats,
+    sharpen,
+    summarize,
+    teacher_weights,
+)
 
 LN2 = math.log(2)
 NAN = float("nan")
@@ -21,8 +29,7 @@ def test_entropy_nats_and_zero_log_zero():
 
 
 def test_summarize_agreeing_vs_disagreeing_one_hot():
-    s = np.array([[[1, 0], [1, 0]],
-                  [[1, 0], [0, 1]]], float)
+    s = np.array([[[1, 0], [1, 0]], [[1, 0], [0, 1]]], float)
     mean, mi = summarize(s)
     np.testing.assert_allclose(mean, [[1, 0], [0.5, 0.5]])
     np.testing.assert_allclose(mi, [0.0, LN2])
@@ -51,9 +58,9 @@ def test_mi_of_soft_samples_is_bald():
 
 
 def test_nan_rows_are_excluded_per_clip():
-    s = np.array([[[1, 0], [NAN, NAN], [0, 1]],
-                  [[NAN, NAN], [NAN, NAN], [NAN, NAN]],
-                  [[0, 1], [NAN, NAN], [NAN, NAN]]], float)
+    s = np.array(
+        [[[1, 0], [NAN, NAN], [0, 1]], [[NAN, NAN], [NAN, NAN], [NAN, NAN]], [[0, 1], [NAN, NAN], [NAN, NAN]]], float
+    )
     mean, mi = summarize(s)
     np.testing.assert_allclose(mean[0], [0.5, 0.5])
     assert mi[0] == pytest.approx(LN2)
@@ -76,8 +83,10 @@ def test_default_is_softmax_and_weights_by_hand():
 
 def test_inverse_and_equal_weights():
     np.testing.assert_allclose(teacher_weights(np.array([[0.0, 0.1]]), "inverse", eps=0.05), [[0.75, 0.25]])
-    np.testing.assert_allclose(fuse([np.eye(2)[None, [0, 0]], np.eye(2)[None, [0, 1]]], "inverse",
-                                    relative=False).weights, [[20 / (20 + 1 / (LN2 + 0.05)), 1 - 20 / (20 + 1 / (LN2 + 0.05))]])
+    np.testing.assert_allclose(
+        fuse([np.eye(2)[None, [0, 0]], np.eye(2)[None, [0, 1]]], "inverse", relative=False).weights,
+        [[20 / (20 + 1 / (LN2 + 0.05)), 1 - 20 / (20 + 1 / (LN2 + 0.05))]],
+    )
     np.testing.assert_allclose(teacher_weights(np.array([[0.0, 1.0]]), "equal"), [[0.5, 0.5]])
     with pytest.raises(ValueError):
         teacher_weights(np.zeros((1, 2)), "median")
@@ -89,11 +98,11 @@ def test_nan_mi_gets_zero_weight():
 
 
 def test_fuse_two_teachers_by_hand():
-    a = np.array([[[1, 0], [1, 0]]], float)        # mean (1, 0), MI 0
-    b = np.array([[[1, 0], [0, 1]]], float)        # mean (0.5, 0.5), MI ln 2
+    a = np.array([[[1, 0], [1, 0]]], float)  # mean (1, 0), MI 0
+    b = np.array([[[1, 0], [0, 1]]], float)  # mean (0.5, 0.5), MI ln 2
     f = fuse([a, b], relative=False)  # one-hot samples: MI = H(mean), so "entropy" and "mi" agree
-    r = 2 ** (-1 / DEFAULT_TAU)                     # exp(-ln 2 / 0.3) = 0.099213
-    wa, wb = 1 / (1 + r), r / (1 + r)               # 0.909742, 0.090258
+    r = 2 ** (-1 / DEFAULT_TAU)  # exp(-ln 2 / 0.3) = 0.099213
+    wa, wb = 1 / (1 + r), r / (1 + r)  # 0.909742, 0.090258
     np.testing.assert_allclose(f.weights, [[wa, wb]])
     np.testing.assert_allclose(f.mi, [[0.0, LN2]])
     np.testing.assert_allclose(f.uncertainty, [[0.0, LN2]])
@@ -113,7 +122,7 @@ def test_relative_default_by_hand():
     a = np.array([[[1, 0], [1, 0]], [[1, 0], [0, 1]]], float)
     b = np.array([[[0, 1], [1, 0]], [[1, 0], [0, 1]]], float)
     f = fuse([a, b])
-    r = 2 ** (-0.5 / 0.3)                           # exp(-(ln2/2) / 0.3) = 0.314980
+    r = 2 ** (-0.5 / 0.3)  # exp(-(ln2/2) / 0.3) = 0.314980
     np.testing.assert_allclose(f.uncertainty, [[-LN2 / 2, 0], [LN2 / 2, 0]])
     np.testing.assert_allclose(f.weights, [[1 / (1 + r), r / (1 + r)], [r / (1 + r), 1 / (1 + r)]])
     np.testing.assert_allclose(f.weights[0], [0.760468, 0.239532], atol=1e-6)
@@ -145,17 +154,13 @@ def test_entropy_vs_mi_for_soft_samples():
 
 
 def test_fuse_covers_every_clip_some_teacher_has():
-    lalm = np.array([[[NAN, NAN], [NAN, NAN]],
-                     [[0, 1], [0, 1]],
-                     [[NAN, NAN], [NAN, NAN]]])
-    clf = np.array([[[0.8, 0.2]] * 3,
-                    [[0.6, 0.4]] * 3,
-                    [[NAN, NAN]] * 3])
+    lalm = np.array([[[NAN, NAN], [NAN, NAN]], [[0, 1], [0, 1]], [[NAN, NAN], [NAN, NAN]]])
+    clf = np.array([[[0.8, 0.2]] * 3, [[0.6, 0.4]] * 3, [[NAN, NAN]] * 3])
     f = fuse([lalm, clf], relative=False)
     np.testing.assert_array_equal(f.covered, [True, True, False])
-    np.testing.assert_allclose(f.target[0], [0.8, 0.2])        # only the classifier has clip 0
+    np.testing.assert_allclose(f.target[0], [0.8, 0.2])  # only the classifier has clip 0
     np.testing.assert_allclose(f.weights[0], [0, 1])
-    r = math.exp(-entropy(np.array([0.6, 0.4])) / 0.3)         # LALM unanimous (H 0) vs H(0.6, 0.4)
+    r = math.exp(-entropy(np.array([0.6, 0.4])) / 0.3)  # LALM unanimous (H 0) vs H(0.6, 0.4)
     np.testing.assert_allclose(f.weights[1], [1 / (1 + r), r / (1 + r)])
     np.testing.assert_allclose(f.target[1], [0.6 * r / (1 + r), (1 + 0.4 * r) / (1 + r)])
     assert np.all(np.isnan(f.target[2]))
@@ -176,7 +181,7 @@ def test_fuse_different_k_and_shape_errors():
 def test_sharpen():
     t = np.array([[0.75, 0.25], [NAN, NAN]])
     s = sharpen(t, 0.5)
-    np.testing.assert_allclose(s[0], [0.9, 0.1])              # 0.75^2 / (0.75^2 + 0.25^2)
+    np.testing.assert_allclose(s[0], [0.9, 0.1])  # 0.75^2 / (0.75^2 + 0.25^2)
     assert np.isnan(s[1]).all()
     np.testing.assert_allclose(sharpen(t[:1], 1.0), t[:1])
 
@@ -186,6 +191,6 @@ def test_fusion_stats():
     b = np.array([[[1, 0], [1, 0]], [[0.8, 0.2]] * 2], float)
     st = fusion_stats(fuse([a, b], uncertainty="mi"), ["lalm", "classifier"])
     assert st["covered"] == 2
-    assert st["agreement"] == pytest.approx(0.5)   # clip 0 both say class 0; clip 1: 1 vs 0
+    assert st["agreement"] == pytest.approx(0.5)  # clip 0 both say class 0; clip 1: 1 vs 0
     assert st["teachers"]["lalm"]["mean_weight"] == pytest.approx(0.5)  # every MI is 0
     assert st["teachers"]["classifier"]["mean_mi"] == pytest.approx(0.0)

@@ -10,13 +10,15 @@ from edgeser.errors import ManifestError
 from edgeser.manifest import Clip, read_manifest
 
 # 5 clips, 3 classes
-VOTES = np.array([
-    [3, 1, 0],  # clear majority for 0 (3 > 4/2)
-    [2, 2, 0],  # tie, no majority
-    [2, 1, 1],  # exactly half is not a majority
-    [1, 1, 1],  # three-way tie
-    [0, 0, 5],  # unanimous 2
-])
+VOTES = np.array(
+    [
+        [3, 1, 0],  # clear majority for 0 (3 > 4/2)
+        [2, 2, 0],  # tie, no majority
+        [2, 1, 1],  # exactly half is not a majority
+        [1, 1, 1],  # three-way tie
+        [0, 0, 5],  # unanimous 2
+    ]
+)
 
 
 def test_majority_rule():
@@ -103,8 +105,7 @@ def test_cooccurrence_penalty_stays_positive_at_maximal_cooccurrence():
 
 def test_listener_soft_target():
     np.testing.assert_allclose(L.listener_soft_target(2, 80, 5), [0.05, 0.05, 0.8, 0.05, 0.05])
-    np.testing.assert_allclose(L.listener_soft_target([0, 1], [100, 40], 3),
-                               [[1.0, 0.0, 0.0], [0.3, 0.4, 0.3]])
+    np.testing.assert_allclose(L.listener_soft_target([0, 1], [100, 40], 3), [[1.0, 0.0, 0.0], [0.3, 0.4, 0.3]])
     with pytest.raises(ValueError):
         L.listener_soft_target(0, 120, 3)
     with pytest.raises(ValueError):
@@ -131,9 +132,11 @@ def test_votes_from_manifest_bad_cells():
 
 def test_votes_from_samples():
     nan = np.nan
-    samples = np.array([
-        [[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [nan, nan, nan]],  # votes 0, 1; NaN skipped
-        [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.1, 0.2, 0.7]],  # tie split 0.5/0.5, then 2, 2
-        [[nan, nan, nan]] * 3,  # no usable answer -> zeros
-    ])
+    samples = np.array(
+        [
+            [[0.7, 0.2, 0.1], [0.0, 1.0, 0.0], [nan, nan, nan]],  # votes 0, 1; NaN skipped
+            [[0.5, 0.5, 0.0], [0.0, 0.0, 1.0], [0.1, 0.2, 0.7]],  # tie split 0.5/0.5, then 2, 2
+            [[nan, nan, nan]] * 3,  # no usable answer -> zeros
+        ]
+    )
     np.testing.assert_allclose(L.votes_from_samples(samples), [[1, 1, 0], [0.5, 0.5, 2], [0, 0, 0]])

@@ -92,8 +92,10 @@ def teacher(url: str, tmp_path: Path, **kw) -> LALMTeacher:
 
 
 def test_redact_url_known_values() -> None:
-    assert redact_url("https://bob:s3cret@api.example.com/v1?api_key=abc&x=1") == \
-        "https://bob:***@api.example.com/v1?api_key=***&x=***"
+    assert (
+        redact_url("https://bob:s3cret@api.example.com/v1?api_key=abc&x=1")
+        == "https://bob:***@api.example.com/v1?api_key=***&x=***"
+    )
     assert redact_url("http://tok@h:8000/v1") == "http://***@h:8000/v1"
     assert redact_url("http://h:8000/v1") == "http://h:8000/v1"
 
@@ -113,7 +115,10 @@ def test_the_key_never_follows_a_redirect_to_another_host(server, clips, tmp_pat
 def test_secrets_are_redacted_in_errors_logs_summaries_and_cache(server, clips, tmp_path, monkeypatch, capsys) -> None:
     def echo(h):  # a server that echoes the credentials it received, in errors and in answers
         if len(h.seen) <= 3:
-            h.send(500, json.dumps({"error": {"message": f"bad auth {h.headers.get('Authorization')} on {h.path}"}}).encode())
+            h.send(
+                500,
+                json.dumps({"error": {"message": f"bad auth {h.headers.get('Authorization')} on {h.path}"}}).encode(),
+            )
         else:
             h.send(200, completion(f"happy (you sent {h.headers.get('Authorization')})"))
 
@@ -136,7 +141,9 @@ def test_secrets_are_redacted_in_errors_logs_summaries_and_cache(server, clips, 
     # without an API key the URL's userinfo is sent as Basic auth, and redacted as well
     monkeypatch.delenv("EDGESER_LALM_API_KEY")
     monkeypatch.delenv("OPENAI_API_KEY", raising=False)
-    url2, seen2 = server(lambda h: h.send(401, json.dumps({"error": f"denied {h.headers.get('Authorization')}"}).encode()))
+    url2, seen2 = server(
+        lambda h: h.send(401, json.dumps({"error": f"denied {h.headers.get('Authorization')}"}).encode())
+    )
     t2 = teacher(f"http://user:pw-in-url-123@{url2.split('//')[1]}/v1", tmp_path / "b")
     with pytest.raises(LALMError) as e:
         t2.sample(clips, 1)
@@ -177,8 +184,15 @@ def test_an_unreadable_clip_gets_no_answers_and_the_rest_go_on(server, clips, tm
     assert "broken.wav" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("bad", ["htp://user:pw-in-url-123@h/v1", "http://user:pw-in-url-123@h:99999/v1",
-                                 "ftp://h/v1?api_key=pw-in-url-123", "http://[::1/v1?api_key=pw-in-url-123"])
+@pytest.mark.parametrize(
+    "bad",
+    [
+        "htp://user:pw-in-url-123@h/v1",
+        "http://user:pw-in-url-123@h:99999/v1",
+        "ftp://h/v1?api_key=pw-in-url-123",
+        "http://[::1/v1?api_key=pw-in-url-123",
+    ],
+)
 def test_a_bad_url_is_refused_without_showing_its_credentials(bad, tmp_path) -> None:
     with pytest.raises(LALMError, match="bad LALM URL") as e:
         LALMTeacher(bad, "m", LABELS, cache_path=tmp_path / "c.sqlite")
@@ -208,6 +222,10 @@ def test_the_openai_key_is_for_openai_only() -> None:
     from edgeser.adapt.teachers.lalm import _is_openai
 
     assert _is_openai("https://api.openai.com/v1/chat/completions")
-    for url in ("http://api.openai.com/v1/chat/completions", "https://api.openai.com.evil.net/v1",
-                "https://evilopenai.com/v1", "http://127.0.0.1:8000/v1"):
+    for url in (
+        "http://api.openai.com/v1/chat/completions",
+        "https://api.openai.com.evil.net/v1",
+        "https://evilopenai.com/v1",
+        "http://127.0.0.1:8000/v1",
+    ):
         assert not _is_openai(url), url

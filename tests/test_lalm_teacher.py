@@ -14,9 +14,9 @@ import signal
 import socket
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import pytest
@@ -24,9 +24,9 @@ import soundfile as sf
 
 from edgeser.adapt.teachers import AnswerCache, LALMTeacher, default_prompt
 from edgeser.adapt.teachers.lalm import endpoint_url
-from edgeser.testing.openai_server import BadRequest, ChatCompletionsHandler, parse_request, serve
 from edgeser.errors import LALMError
 from edgeser.manifest import Clip
+from edgeser.testing.openai_server import BadRequest, ChatCompletionsHandler, parse_request, serve
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 SR = 16000
@@ -35,8 +35,9 @@ BASE_LEN, STEP = 4000, 800  # clip i has BASE_LEN + STEP * i samples
 
 def answer_text(i: int, t: int) -> str:
     lab, other = LABELS[(i + t) % 4], LABELS[(i + t + 1) % 4]
-    return [f"{lab.capitalize()}.", f"**{lab}**", json.dumps({"label": lab}),
-            json.dumps({lab: 0.75, other: 0.25})][t % 4]
+    return [f"{lab.capitalize()}.", f"**{lab}**", json.dumps({"label": lab}), json.dumps({lab: 0.75, other: 0.25})][
+        t % 4
+    ]
 
 
 def expected(i: int, t: int) -> np.ndarray:
@@ -93,8 +94,16 @@ class FaultHandler(ChatCompletionsHandler):
         except BadRequest:
             audio = np.zeros(0)
         with st.lock:
-            st.requests.append({"n": req.get("n"), "clip": clip_id(audio), "len": len(audio), "audio": audio,
-                                "auth": self.headers.get("Authorization"), "body": req})
+            st.requests.append(
+                {
+                    "n": req.get("n"),
+                    "clip": clip_id(audio),
+                    "len": len(audio),
+                    "audio": audio,
+                    "auth": self.headers.get("Authorization"),
+                    "body": req,
+                }
+            )
             action = st.plan.pop(0) if st.plan else "ok"
             dying = st.die_after is not None and len(st.requests) > st.die_after
             if dying and not st.dead:
@@ -175,8 +184,9 @@ def clips(tmp_path: Path) -> list[Clip]:
 
 
 def teacher(url: str, tmp_path: Path, **kw: object) -> LALMTeacher:
-    opts: dict = dict(cache_path=tmp_path / "cache.sqlite", backoff_s=0.001, timeout_s=5.0, max_retries=3,
-                      progress=False)
+    opts: dict = dict(
+        cache_path=tmp_path / "cache.sqlite", backoff_s=0.001, timeout_s=5.0, max_retries=3, progress=False
+    )
     opts.update(kw)
     return LALMTeacher(url, "stand-in", LABELS, **opts)
 
@@ -316,8 +326,9 @@ def test_other_4xx_fails_the_clip_without_retry(start_server, clips, tmp_path) -
     assert [r["n"] for r in st.requests] == [2, None, 2]
 
 
-@pytest.mark.parametrize("code,message", [(401, "refused access"), (403, "refused access"),
-                                          (404, "no chat-completions endpoint")])
+@pytest.mark.parametrize(
+    "code,message", [(401, "refused access"), (403, "refused access"), (404, "no chat-completions endpoint")]
+)
 def test_auth_and_not_found_are_clear_errors(start_server, clips, tmp_path, code, message) -> None:
     st, url = start_server(State(plan=[str(code)] * 10))
     with pytest.raises(LALMError, match=message) as e:
@@ -399,8 +410,10 @@ def test_cache_key_covers_temperature_prompt_model_and_k(start_server, clips, tm
     teacher(url, tmp_path, temperature=0.5).sample(clips[:2], k=2)
     assert len(st.requests) == 4
     teacher(url, tmp_path, prompt="Emotion ({labels})? One word.").sample(clips[:2], k=2)
-    assert st.requests[-1]["body"]["messages"][1]["content"][0]["text"] == \
-        "Emotion (neutral, happy, sad, angry)? One word."
+    assert (
+        st.requests[-1]["body"]["messages"][1]["content"][0]["text"]
+        == "Emotion (neutral, happy, sad, angry)? One word."
+    )
     assert len(st.requests) == 6
     t = teacher(url, tmp_path)
     out = t.sample(clips[:2], k=3)  # only sample index 2 is new
@@ -453,5 +466,6 @@ def test_real_emodb_clip_round_trip(tmp_path) -> None:
         srv.server_close()
     np.testing.assert_array_equal(out, np.tile([0, 0, 1.0, 0], (2, 2, 1)))
     from edgeser.audio import load_audio
+
     lengths = sorted(len(load_audio(f)) for f in files)
     assert sorted(len(a) for a in heard) == lengths

@@ -4,7 +4,6 @@ source, with real EmoDB clips played into it by paplay. Uses the bundled default
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 import threading
@@ -22,7 +21,10 @@ try:
 except ImportError:
     from pulse import pulse_missing_reason, virtual_microphone
 
-pytestmark = [pytest.mark.pulse, pytest.mark.skipif(pulse_missing_reason() is not None, reason=pulse_missing_reason() or "")]
+pytestmark = [
+    pytest.mark.pulse,
+    pytest.mark.skipif(pulse_missing_reason() is not None, reason=pulse_missing_reason() or ""),
+]
 
 
 def _concat(names, path, pause_s=0.3):
@@ -41,8 +43,19 @@ def test_listen_jsonl_real_device(tmp_path):
     _concat(["03a02Wc.flac", "08a02Wc.flac", "03a02Wc.flac", "08a02Wc.flac"], angry)
     _concat(["03b03Tc.flac", "08b10Tc.flac"], sad)
     with virtual_microphone() as vm:
-        cmd = [sys.executable, "-m", "edgeser.cli", "listen", "--jsonl", "--seconds", "30", "--hop", "0.25",
-               "--smoothing", "0"]
+        cmd = [
+            sys.executable,
+            "-m",
+            "edgeser.cli",
+            "listen",
+            "--jsonl",
+            "--seconds",
+            "30",
+            "--hop",
+            "0.25",
+            "--smoothing",
+            "0",
+        ]
         proc = subprocess.Popen(cmd, env=vm.env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
         events: list[tuple[float, dict]] = []
         arrived = threading.Condition()
@@ -55,8 +68,10 @@ def test_listen_jsonl_real_device(tmp_path):
 
         def wait_for(condition, what: str, timeout: float = 30.0) -> None:
             with arrived:
-                if not arrived.wait_for(lambda: condition() or proc.poll() is not None, timeout=timeout) \
-                        or not condition():
+                if (
+                    not arrived.wait_for(lambda: condition() or proc.poll() is not None, timeout=timeout)
+                    or not condition()
+                ):
                     proc.terminate()
                     raise AssertionError(f"no {what} (exit code {proc.wait(timeout=10)}): {proc.stderr.read()}")
 

@@ -12,9 +12,7 @@ from edgeser import metrics as M
 Y_TRUE = np.array([0, 0, 0, 0, 1, 1, 2, 2, 2, 2])
 Y_PRED = np.array([0, 0, 1, 2, 1, 0, 2, 2, 2, 1])
 # rows = reference, columns = prediction
-CM = [[2, 1, 1],
-      [1, 1, 0],
-      [0, 1, 3]]
+CM = [[2, 1, 1], [1, 1, 0], [0, 1, 3]]
 
 
 def test_confusion_matrix_hand_counted():
@@ -166,21 +164,23 @@ def test_evaluate_hard_reference_has_no_soft_keys():
     m = M.evaluate(PROBS, LABELS, np.array([0, 2]))
     assert m["ua"] == pytest.approx(1.0) and m["wa"] == pytest.approx(1.0)
     assert "js" not in m and "multilabel_f1" not in m
-    assert set(m) == {"n", "ua", "wa", "macro_f1", "per_class_recall", "confusion_matrix",
-                      "nll", "brier", "ece"}
+    assert set(m) == {"n", "ua", "wa", "macro_f1", "per_class_recall", "confusion_matrix", "nll", "brier", "ece"}
     json.dumps(m, allow_nan=False)
 
 
-@pytest.mark.parametrize("call", [
-    lambda: M.confusion_matrix([], [], 3),
-    lambda: M.unweighted_accuracy(np.array([], dtype=int), np.array([], dtype=int), 3),
-    lambda: M.nll(np.zeros((0, 3)), []),
-    lambda: M.brier(np.zeros((0, 3)), np.zeros((0, 3))),
-    lambda: M.ece(np.zeros((0, 3)), []),
-    lambda: M.js_divergence(np.zeros((0, 3)), np.zeros((0, 3))),
-    lambda: M.multilabel_f1(np.zeros((0, 3)), np.zeros((0, 3))),
-    lambda: M.evaluate(np.zeros((0, 3)), LABELS, []),
-])
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda: M.confusion_matrix([], [], 3),
+        lambda: M.unweighted_accuracy(np.array([], dtype=int), np.array([], dtype=int), 3),
+        lambda: M.nll(np.zeros((0, 3)), []),
+        lambda: M.brier(np.zeros((0, 3)), np.zeros((0, 3))),
+        lambda: M.ece(np.zeros((0, 3)), []),
+        lambda: M.js_divergence(np.zeros((0, 3)), np.zeros((0, 3))),
+        lambda: M.multilabel_f1(np.zeros((0, 3)), np.zeros((0, 3))),
+        lambda: M.evaluate(np.zeros((0, 3)), LABELS, []),
+    ],
+)
 def test_empty_input_raises(call):
     with pytest.raises(ValueError):
         call()

@@ -182,7 +182,9 @@ def test_capture_records_played_emodb_clip(vmic):
         next(mic)
 
     sr = got[0][1]
-    assert sr == mic.sample_rate == mic.samplerate == int(resolve_device(None).default_samplerate)  # native rate, not resampled
+    assert (
+        sr == mic.sample_rate == mic.samplerate == int(resolve_device(None).default_samplerate)
+    )  # native rate, not resampled
     assert all(c.dtype == np.float32 and c.ndim == 1 for c, *_ in got)
     assert all(abs(len(c) - 0.05 * sr) <= 1 for c, *_ in got)
 

@@ -41,8 +41,9 @@ def clips():
 
 @pytest.fixture(scope="module")
 def source(tmp_path_factory):
-    return untrained_checkpoint(tmp_path_factory.mktemp("src") / "source.pt", LABELS, data="demo clips (EmoDB, CC0)",
-                                model_card="a card")
+    return untrained_checkpoint(
+        tmp_path_factory.mktemp("src") / "source.pt", LABELS, data="demo clips (EmoDB, CC0)", model_card="a card"
+    )
 
 
 def lalm_votes(clips, k=5, seed=1, missing=()):
@@ -139,8 +140,9 @@ def test_fused_targets_skip_only_uncovered_clips(source, clips, tmp_path):
     assert list(res.summary["details"]["fusion"]["teachers"]) == ["lalm"]
     assert "classifier" not in res.history[0]["teacher_ua"]
     assert load_state(res.state)["method"]["teachers"] == {}
-    hard = sfuda_adapt(source, clips, lalm_teacher(lalm), tmp_path / "sfuda_hard.pt", cfg(epochs=1, lalm_target="hard"),
-                       progress=False)
+    hard = sfuda_adapt(
+        source, clips, lalm_teacher(lalm), tmp_path / "sfuda_hard.pt", cfg(epochs=1, lalm_target="hard"), progress=False
+    )
     assert not same(weights(tmp_path / "sfuda.pt"), weights(tmp_path / "sfuda_hard.pt"))
     assert hard.history[0]["trained_clips"] == 6
     with pytest.raises(EdgeserError):
@@ -162,14 +164,22 @@ def test_target_labels_never_reach_the_loss(source, clips, tmp_path):
     shuffled = [dataclasses.replace(c, label=str(rng.choice(LABELS))) for c in clips]
     runs = []
     for name, cs in (("labelled", clips), ("unlabelled", unlabelled), ("shuffled", shuffled)):
-        res = mifuse_adapt(source, cs, [lalm_teacher(lalm), ema()], tmp_path / f"{name}.pt", cfg(epochs=1),
-                           progress=False)
+        res = mifuse_adapt(
+            source, cs, [lalm_teacher(lalm), ema()], tmp_path / f"{name}.pt", cfg(epochs=1), progress=False
+        )
         runs.append(weights(tmp_path / f"{name}.pt"))
         assert ("target_ua" in res.history[0]) == (name != "unlabelled")
     assert same(runs[0], runs[1]) and same(runs[0], runs[2])
     # report_labels=False: same weights and nothing reported
-    res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "quiet.pt", cfg(epochs=1),
-                       progress=False, report_labels=False)
+    res = mifuse_adapt(
+        source,
+        clips,
+        [lalm_teacher(lalm), ema()],
+        tmp_path / "quiet.pt",
+        cfg(epochs=1),
+        progress=False,
+        report_labels=False,
+    )
     assert "target_ua" not in res.history[0] and same(runs[0], weights(tmp_path / "quiet.pt"))
 
 
@@ -198,15 +208,28 @@ def test_resume_after_interruption_matches_uninterrupted(source, clips, tmp_path
     assert [r["epoch"] for r in seen] == [1, 2]
     # other answers of the LALM: the same
     seen.clear()
-    mifuse_adapt(source, clips, [lalm_teacher(lalm_votes(clips, seed=9)), ema(resample_every=2)], out, cfg(),
-                 progress=False, on_epoch=seen.append)
+    mifuse_adapt(
+        source,
+        clips,
+        [lalm_teacher(lalm_votes(clips, seed=9)), ema(resample_every=2)],
+        out,
+        cfg(),
+        progress=False,
+        on_epoch=seen.append,
+    )
     assert [r["epoch"] for r in seen] == [1, 2]
 
 
 def test_bad_lalm_shape(source, clips, tmp_path):
     with pytest.raises(ValueError):
-        mifuse_adapt(source, clips, [FixedSamples(np.zeros((3, 2, 4)), labels=LABELS)], tmp_path / "bad.pt",
-                     cfg(epochs=1), progress=False)
+        mifuse_adapt(
+            source,
+            clips,
+            [FixedSamples(np.zeros((3, 2, 4)), labels=LABELS)],
+            tmp_path / "bad.pt",
+            cfg(epochs=1),
+            progress=False,
+        )
     with pytest.raises(TypeError):
         mifuse_adapt(source, clips, [np.zeros((8, 2, 4))], tmp_path / "bad.pt", cfg(epochs=1), progress=False)
 

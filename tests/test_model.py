@@ -13,7 +13,7 @@ def test_frontend_matches_numpy_stft():
     lm = LogMel(n_mels=40)
     got = lm(torch.from_numpy(x)[None])[0].numpy()
     n, hop = 400, 160
-    frames = np.stack([x[i: i + n] for i in range(0, len(x) - n + 1, hop)])
+    frames = np.stack([x[i : i + n] for i in range(0, len(x) - n + 1, hop)])
     window = 0.5 - 0.5 * np.cos(2 * np.pi * np.arange(n) / n)
     power = np.abs(np.fft.rfft(frames * window, axis=1)) ** 2
     ref = np.log(lm.mel.numpy() @ power.T + 1e-6)
@@ -42,7 +42,7 @@ def test_streaming_split_is_exact():
         whole = net.embed(x)
         k = 30
         first = net.embed(x[:, : cfg.receptive_field + (k - 1) * cfg.embedding_stride])
-        rest = net.embed(x[:, k * cfg.embedding_stride:])
+        rest = net.embed(x[:, k * cfg.embedding_stride :])
     assert first.shape[2] == k
     assert torch.allclose(torch.cat([first, rest], 2), whole, atol=1e-5)
 

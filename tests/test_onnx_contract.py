@@ -18,13 +18,18 @@ MODEL = Path(__file__).resolve().parents[1] / "edgeser" / "runtime" / "default_m
 
 # ----------------------------------------------------------------- the app: only the contract's steps
 
+
 class ContractApp:
     def __init__(self, path: Path):
         self.sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         meta = json.loads(self.sess.get_modelmeta().custom_metadata_map["edgeser"])
         self.labels = meta["labels"]
-        self.sr, self.rf, self.s, self.c = (meta["sample_rate"], meta["receptive_field"], meta["embedding_stride"],
-                                            meta["embedding_dim"])
+        self.sr, self.rf, self.s, self.c = (
+            meta["sample_rate"],
+            meta["receptive_field"],
+            meta["embedding_stride"],
+            meta["embedding_dim"],
+        )
         self.hop = int(round(meta["hop_s"] * self.sr))
         self.w = (int(meta["window_s"] * self.sr) - self.rf) // self.s + 1
 
@@ -44,7 +49,7 @@ class ContractApp:
         buf, emb, pending, total, out = np.zeros(0, np.float32), np.zeros((1, self.c, 0), np.float32), 0, 0, []
         min_emb = (self.sr - self.rf) // self.s + 1
         for i in range(0, len(x), chunk):
-            part = x[i: i + chunk]
+            part = x[i : i + chunk]
             while len(part):  # step 1: append, count; step 2 at every hop
                 take = min(len(part), self.hop - pending)
                 buf, part, pending = np.concatenate([buf, part[:take]]), part[take:], pending + take
@@ -55,10 +60,10 @@ class ContractApp:
                     continue
                 n = (len(buf) - self.rf) // self.s + 1
                 keep = max(0, min(emb.shape[2], self.w - n))
-                cache = emb[:, :, emb.shape[2] - keep:]
+                cache = emb[:, :, emb.shape[2] - keep :]
                 logits, new = self.sess.run(None, {"audio": buf[None, : self.rf + (n - 1) * self.s], "cache": cache})
-                buf = buf[n * self.s:]
-                emb = np.concatenate([cache, new], axis=2)[:, :, -self.w:]
+                buf = buf[n * self.s :]
+                emb = np.concatenate([cache, new], axis=2)[:, :, -self.w :]
                 total += n
                 if emb.shape[2] >= min_emb:  # step 3
                     end = (total - 1) * self.s + self.rf
@@ -68,6 +73,7 @@ class ContractApp:
 
 
 # ------------------------------------------------------------------------------ the checks
+
 
 @pytest.fixture(scope="module")
 def app() -> ContractApp:
@@ -100,7 +106,7 @@ def test_streaming_loop_equals_the_emotion_stream(app: ContractApp, chunk: int) 
     x = np.concatenate([load_audio(p, app.sr) for p in demo_clips()[:3]])
     mine = app.stream(x, chunk)
     st = rec.stream(sample_rate=app.sr, smoothing=0.0, gate=False)
-    theirs = [ev for i in range(0, len(x), chunk) for ev in st.feed(x[i: i + chunk])]
+    theirs = [ev for i in range(0, len(x), chunk) for ev in st.feed(x[i : i + chunk])]
     assert len(mine) == len(theirs) > 5
     for (start, end, p), ev in zip(mine, theirs):
         assert abs(start - ev.start_s) < 1e-9 and abs(end - (ev.start_s + ev.window_s)) < 1e-9

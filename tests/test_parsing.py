@@ -16,33 +16,74 @@ def hot(label: str, labels: list[str] = LABELS) -> np.ndarray:
     return v
 
 
-@pytest.mark.parametrize("text,label", [
-    ("angry", "angry"), ("Angry", "angry"), ("ANGRY.", "angry"), ("**Sad**", "sad"), ("`happy`", "happy"),
-    ('"neutral"', "neutral"), ("'sad'!", "sad"), ("  Happy \n", "happy"), ("# Angry", "angry"),
-    ("anger", "angry"), ("Mad", "angry"), ("furious!", "angry"),
-    ("happiness", "happy"), ("Joy", "happy"), ("joyful", "happy"), ("excited", "happy"),
-    ("sadness", "sad"), ("sorrow", "sad"), ("unhappy", "sad"),
-    ("“sad”", "sad"), ("_neutral_", "neutral"),
-])
+@pytest.mark.parametrize(
+    "text,label",
+    [
+        ("angry", "angry"),
+        ("Angry", "angry"),
+        ("ANGRY.", "angry"),
+        ("**Sad**", "sad"),
+        ("`happy`", "happy"),
+        ('"neutral"', "neutral"),
+        ("'sad'!", "sad"),
+        ("  Happy \n", "happy"),
+        ("# Angry", "angry"),
+        ("anger", "angry"),
+        ("Mad", "angry"),
+        ("furious!", "angry"),
+        ("happiness", "happy"),
+        ("Joy", "happy"),
+        ("joyful", "happy"),
+        ("excited", "happy"),
+        ("sadness", "sad"),
+        ("sorrow", "sad"),
+        ("unhappy", "sad"),
+        ("“sad”", "sad"),
+        ("_neutral_", "neutral"),
+    ],
+)
 def test_single_label_word_and_synonyms(text: str, label: str) -> None:
     np.testing.assert_array_equal(parse_answer(text, LABELS), hot(label))
 
 
-@pytest.mark.parametrize("text,label", [
-    ("The speaker sounds angry.", "angry"),
-    ("Emotion: sad", "sad"),
-    ("I would say the speaker is happy, clearly happy.", "happy"),
-    ("Anger. The voice is loud and angry.", "angry"),  # two synonyms of one label is not ambiguous
-])
+@pytest.mark.parametrize(
+    "text,label",
+    [
+        ("The speaker sounds angry.", "angry"),
+        ("Emotion: sad", "sad"),
+        ("I would say the speaker is happy, clearly happy.", "happy"),
+        ("Anger. The voice is loud and angry.", "angry"),  # two synonyms of one label is not ambiguous
+    ],
+)
 def test_free_text_naming_one_label(text: str, label: str) -> None:
     np.testing.assert_array_equal(parse_answer(text, LABELS), hot(label))
 
 
-@pytest.mark.parametrize("text", [
-    "angry or sad", "Either happy or neutral.", "The speaker is not angry.", "I don't think it's sad",
-    "no emotion", "fearful", "disgust", "surprised", "calm", "none", "None of these", "",
-    "   ", "?!", "I cannot tell.", "42", "[0.1, 0.9]", "{}", "{not json", "happy sad",
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        "angry or sad",
+        "Either happy or neutral.",
+        "The speaker is not angry.",
+        "I don't think it's sad",
+        "no emotion",
+        "fearful",
+        "disgust",
+        "surprised",
+        "calm",
+        "none",
+        "None of these",
+        "",
+        "   ",
+        "?!",
+        "I cannot tell.",
+        "42",
+        "[0.1, 0.9]",
+        "{}",
+        "{not json",
+        "happy sad",
+    ],
+)
 def test_unknown_or_ambiguous_is_none(text: str) -> None:
     assert parse_answer(text, LABELS) is None
 
@@ -61,10 +102,19 @@ def test_json_distribution_is_normalised_and_mapped() -> None:
     np.testing.assert_allclose(parse_answer('{"probabilities": {"sad": 2, "happy": 2}}', LABELS), [0, 0.5, 0.5, 0])
 
 
-@pytest.mark.parametrize("text", [
-    '{"angry": -0.1, "sad": 1.1}', '{"angry": NaN, "sad": 1}', '{"angry": Infinity}', '{"angry": "0.5"}',
-    '{"angry": true}', '{"angry": 0, "sad": 0}', '{"fear": 0.5, "sad": 0.5}', '{"angry": null}',
-])
+@pytest.mark.parametrize(
+    "text",
+    [
+        '{"angry": -0.1, "sad": 1.1}',
+        '{"angry": NaN, "sad": 1}',
+        '{"angry": Infinity}',
+        '{"angry": "0.5"}',
+        '{"angry": true}',
+        '{"angry": 0, "sad": 0}',
+        '{"fear": 0.5, "sad": 0.5}',
+        '{"angry": null}',
+    ],
+)
 def test_bad_json_distributions_are_rejected(text: str) -> None:
     assert parse_answer(text, LABELS) is None
 

@@ -42,9 +42,9 @@ def test_partial_frames_rejected_by_the_pure_function():
 
 def test_decoder_carries_odd_byte_and_partial_frame():
     dec = PCMDecoder(PCMFormat(16000, channels=2))
-    assert dec.decode(b"\x00").shape == (0, 2) and dec.pending == 1      # half a sample
+    assert dec.decode(b"\x00").shape == (0, 2) and dec.pending == 1  # half a sample
     assert dec.decode(b"\x80\xff").shape == (0, 2) and dec.pending == 3  # a sample and a half
-    x = dec.decode(b"\x7f\x00")                                          # frame complete + 1 byte
+    x = dec.decode(b"\x7f\x00")  # frame complete + 1 byte
     assert x.tolist() == [[-1.0, 32767 / 32768]] and dec.pending == 1
     dec.reset()
     assert dec.pending == 0
@@ -67,8 +67,12 @@ def test_any_split_equals_whole(channels):
 
 def test_format_validation():
     assert PCMFormat(48000, 2).frame_bytes == 4
-    for bad in [dict(sample_rate=0), dict(sample_rate=16000, channels=0), dict(sample_rate=16000, sample_width=3),
-                dict(sample_rate=16000.5)]:
+    for bad in [
+        dict(sample_rate=0),
+        dict(sample_rate=16000, channels=0),
+        dict(sample_rate=16000, sample_width=3),
+        dict(sample_rate=16000.5),
+    ]:
         with pytest.raises(AudioError):
             PCMFormat(**bad)
     with pytest.raises(AudioError, match="bytes"):

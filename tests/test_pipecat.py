@@ -38,8 +38,10 @@ def pcm_frames(path, rate: int, channels: int, frame_ms: int = 20, cls=InputAudi
     x = np.stack([x] + [0.5 * x] * (channels - 1), axis=1)
     pcm = np.clip(np.round(x * 32768), -32768, 32767).astype("<i2")
     step = rate * frame_ms // 1000
-    return [cls(audio=pcm[i:i + step].tobytes(), sample_rate=rate, num_channels=channels, **kw)
-            for i in range(0, len(pcm), step)]
+    return [
+        cls(audio=pcm[i : i + step].tobytes(), sample_rate=rate, num_channels=channels, **kw)
+        for i in range(0, len(pcm), step)
+    ]
 
 
 def run(processor, frames):
@@ -48,8 +50,9 @@ def run(processor, frames):
     return list(down), list(up)
 
 
-@pytest.mark.parametrize(("path", "label", "rate", "channels"),
-                         [(ANGRY, "angry", 16000, 1), (SAD, "sad", 16000, 1), (SAD, "sad", 48000, 2)])
+@pytest.mark.parametrize(
+    ("path", "label", "rate", "channels"), [(ANGRY, "angry", 16000, 1), (SAD, "sad", 16000, 1), (SAD, "sad", 48000, 2)]
+)
 def test_frames_pass_unchanged_and_emotions_follow(rec, path, label, rate, channels):
     frames = pcm_frames(path, rate, channels)
     frames.insert(len(frames) // 2, TextFrame(text="a frame of another kind"))
@@ -164,7 +167,11 @@ def test_example_agent_pipeline():
 
 
 def test_example_runs_as_a_script():
-    r = subprocess.run([sys.executable, str(REPO / "examples" / "pipecat_voice_agent.py"), "--fast", str(ANGRY)],
-                       capture_output=True, text=True, timeout=300)
+    r = subprocess.run(
+        [sys.executable, str(REPO / "examples" / "pipecat_voice_agent.py"), "--fast", str(ANGRY)],
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
     assert r.returncode == 0, r.stderr
     assert "notes for the LLM" in r.stdout and "sounds angry" in r.stdout and "Traceback" not in r.stderr

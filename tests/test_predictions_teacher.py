@@ -26,9 +26,11 @@ def clip(tmp_path: Path, key: str) -> Clip:
 
 
 def test_samples_and_labels_formats(tmp_path: Path) -> None:
-    f = write(tmp_path / "p.jsonl",
-              {"path": "a.wav", "samples": [[0.1, 0.2, 0.3, 0.4], [1, 0, 0, 0], None, [float("nan")] * 4]},
-              {"path": "b.wav", "labels": ["Angry", "sadness", "fearful", "{\"label\": \"joy\"}"]})
+    f = write(
+        tmp_path / "p.jsonl",
+        {"path": "a.wav", "samples": [[0.1, 0.2, 0.3, 0.4], [1, 0, 0, 0], None, [float("nan")] * 4]},
+        {"path": "b.wav", "labels": ["Angry", "sadness", "fearful", '{"label": "joy"}']},
+    )
     t = PredictionsTeacher(f, LABELS)
     out = t.sample([clip(tmp_path, "a.wav"), clip(tmp_path, "b.wav")], k=4)
     assert out.shape == (2, 4, 4) and out.dtype == np.float64
@@ -46,20 +48,29 @@ def test_samples_and_labels_formats(tmp_path: Path) -> None:
 def test_matches_key_then_absolute_path(tmp_path: Path) -> None:
     audio = tmp_path / "audio"
     audio.mkdir()
-    f = write(tmp_path / "p.jsonl",
-              {"path": "audio/x.wav", "labels": ["happy"]},            # relative to the file's folder
-              {"path": str(audio / "y.wav"), "labels": ["sad"]},        # absolute
-              {"path": "z.wav", "labels": ["angry"]})                  # as written in the manifest
+    f = write(
+        tmp_path / "p.jsonl",
+        {"path": "audio/x.wav", "labels": ["happy"]},  # relative to the file's folder
+        {"path": str(audio / "y.wav"), "labels": ["sad"]},  # absolute
+        {"path": "z.wav", "labels": ["angry"]},
+    )  # as written in the manifest
     t = PredictionsTeacher(f, LABELS)
-    clips = [Clip(path=audio / "x.wav", key="x.wav"), Clip(path=audio / "y.wav", key="y.wav"),
-             Clip(path=tmp_path / "elsewhere" / "z.wav", key="z.wav")]
+    clips = [
+        Clip(path=audio / "x.wav", key="x.wav"),
+        Clip(path=audio / "y.wav", key="y.wav"),
+        Clip(path=tmp_path / "elsewhere" / "z.wav", key="z.wav"),
+    ]
     out = t.sample(clips, k=1)
     np.testing.assert_array_equal(out[:, 0].argmax(1), [1, 2, 3])
 
 
 def test_more_samples_are_cut_fewer_are_padded_with_one_warning(tmp_path: Path) -> None:
-    f = write(tmp_path / "p.jsonl", {"path": "a", "labels": ["sad", "happy", "angry"]},
-              {"path": "b", "labels": ["sad"]}, {"path": "c", "labels": ["neutral"]})
+    f = write(
+        tmp_path / "p.jsonl",
+        {"path": "a", "labels": ["sad", "happy", "angry"]},
+        {"path": "b", "labels": ["sad"]},
+        {"path": "c", "labels": ["neutral"]},
+    )
     t = PredictionsTeacher(f, LABELS)
     clips = [clip(tmp_path, "a"), clip(tmp_path, "b"), clip(tmp_path, "c")]
     np.testing.assert_array_equal(t.sample(clips[:1], k=2)[0].argmax(1), [2, 1])
@@ -77,20 +88,23 @@ def test_missing_clip_is_a_manifest_error_naming_it(tmp_path: Path) -> None:
         t.sample([clip(tmp_path, "a.wav"), clip(tmp_path, "b.wav")], k=1)
 
 
-@pytest.mark.parametrize("line,message", [
-    ('{"path": "b", "samples": [[0.5, 0.5, 0]]}', r"p.jsonl:2: sample 0 must be a list of 4 probabilities"),
-    ('{"path": "b", "samples": [[1.5, -0.5, 0, 0]]}', r"p.jsonl:2: sample 0 has negative"),
-    ('{"path": "b", "samples": [[2.0, 1.0, 0, 0]]}', r"p.jsonl:2: sample 0 sums to 3"),
-    ('{"path": "b", "samples": [[0.5, NaN, 0.5, 0]]}', r"p.jsonl:2: sample 0 has negative, NaN"),
-    ('{"path": "b", "samples": [["a", 0, 0, 1]]}', r"p.jsonl:2: sample 0 has a non-numeric"),
-    ('{"path": "b", "samples": []}', r"p.jsonl:2: 'samples' must be a non-empty list"),
-    ('{"path": "b", "labels": [3]}', r"p.jsonl:2: label 0 must be a string"),
-    ('{"path": "b"}', r"p.jsonl:2: needs exactly one of"),
-    ('{"path": "b", "labels": ["sad"], "samples": [[1, 0, 0, 0]]}', r"p.jsonl:2: needs exactly one of"),
-    ('{"samples": [[1, 0, 0, 0]]}', r"p.jsonl:2: expected an object with a non-empty string 'path'"),
-    ('{"path": "a", "labels": ["sad"]}', r"p.jsonl:2: duplicate path 'a' \(first on line 1\)"),
-    ('{"path": "b", "labels": ', r"p.jsonl:2: not valid JSON"),
-])
+@pytest.mark.parametrize(
+    "line,message",
+    [
+        ('{"path": "b", "samples": [[0.5, 0.5, 0]]}', r"p.jsonl:2: sample 0 must be a list of 4 probabilities"),
+        ('{"path": "b", "samples": [[1.5, -0.5, 0, 0]]}', r"p.jsonl:2: sample 0 has negative"),
+        ('{"path": "b", "samples": [[2.0, 1.0, 0, 0]]}', r"p.jsonl:2: sample 0 sums to 3"),
+        ('{"path": "b", "samples": [[0.5, NaN, 0.5, 0]]}', r"p.jsonl:2: sample 0 has negative, NaN"),
+        ('{"path": "b", "samples": [["a", 0, 0, 1]]}', r"p.jsonl:2: sample 0 has a non-numeric"),
+        ('{"path": "b", "samples": []}', r"p.jsonl:2: 'samples' must be a non-empty list"),
+        ('{"path": "b", "labels": [3]}', r"p.jsonl:2: label 0 must be a string"),
+        ('{"path": "b"}', r"p.jsonl:2: needs exactly one of"),
+        ('{"path": "b", "labels": ["sad"], "samples": [[1, 0, 0, 0]]}', r"p.jsonl:2: needs exactly one of"),
+        ('{"samples": [[1, 0, 0, 0]]}', r"p.jsonl:2: expected an object with a non-empty string 'path'"),
+        ('{"path": "a", "labels": ["sad"]}', r"p.jsonl:2: duplicate path 'a' \(first on line 1\)"),
+        ('{"path": "b", "labels": ', r"p.jsonl:2: not valid JSON"),
+    ],
+)
 def test_validation_errors_name_file_and_line(tmp_path: Path, line: str, message: str) -> None:
     f = write(tmp_path / "p.jsonl", {"path": "a", "labels": ["sad"]}, raw=line)
     with pytest.raises(ManifestError, match=message) as e:

@@ -99,8 +99,9 @@ def test_lalm_progress_into_a_log_has_no_control_characters(monkeypatch, tmp_pat
             path = tmp_path / f"{i}.wav"
             sf.write(path, np.full(4000 + 800 * i, 0.01, np.float32), 16000)
             clips.append(Clip(path, None))
-        teacher = LALMTeacher(url, "stand-in", ["neutral", "angry"], cache_path=tmp_path / "cache.sqlite",
-                              timeout_s=5.0, progress=True)
+        teacher = LALMTeacher(
+            url, "stand-in", ["neutral", "angry"], cache_path=tmp_path / "cache.sqlite", timeout_s=5.0, progress=True
+        )
         err = io.StringIO()
         monkeypatch.setattr(sys, "stderr", err)
         samples = teacher.sample(clips, 2)

@@ -12,8 +12,8 @@ import pytest
 import soundfile as sf
 
 from edgeser.adapt.teachers import LALMTeacher
-from edgeser.testing.openai_server import serve
 from edgeser.manifest import Clip
+from edgeser.testing.openai_server import serve
 
 REPO = Path(__file__).resolve().parents[1]
 _spec = importlib.util.spec_from_file_location("regimes", REPO / "benchmarks" / "cross_corpus" / "regimes.py")

@@ -11,13 +11,15 @@ from edgeser.report import format_table, write_report
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 LABELS = ["angry", "happy", "neutral", "sad"]
-PROBS = np.array([
-    [0.7, 0.1, 0.1, 0.1],
-    [0.2, 0.6, 0.1, 0.1],
-    [0.1, 0.5, 0.2, 0.2],
-    [0.1, 0.1, 0.1, 0.7],
-    [0.4, 0.1, 0.1, 0.4],  # tie: argmax takes angry
-])
+PROBS = np.array(
+    [
+        [0.7, 0.1, 0.1, 0.1],
+        [0.2, 0.6, 0.1, 0.1],
+        [0.1, 0.5, 0.2, 0.2],
+        [0.1, 0.1, 0.1, 0.7],
+        [0.4, 0.1, 0.1, 0.4],  # tie: argmax takes angry
+    ]
+)
 REF = np.array([0, 1, 3, 3, 0])  # no "neutral" in the reference
 
 
@@ -60,8 +62,11 @@ def test_format_table(metrics):
     assert "WA (accuracy)" in text and "0.8000" in text
     rows = text.splitlines()
     start = rows.index("per-class recall")
-    assert [ln.split() for ln in rows[start + 1:start + 4]] == [
-        ["angry", "1.0000"], ["happy", "1.0000"], ["sad", "0.5000"]]
+    assert [ln.split() for ln in rows[start + 1 : start + 4]] == [
+        ["angry", "1.0000"],
+        ["happy", "1.0000"],
+        ["sad", "0.5000"],
+    ]
     assert rows[start + 4] == ""  # "neutral" is absent from the reference: no recall line
     header = next(i for i, ln in enumerate(rows) if ln.startswith("confusion matrix"))
     assert rows[header + 1].split() == LABELS

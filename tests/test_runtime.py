@@ -133,7 +133,7 @@ def test_stream_matches_whole_window_model(rec, clip):
     x, sr = clip
     x = np.tile(x, 3)
     st = rec.stream(sample_rate=sr, smoothing=0.0, gate=False, hop_s=0.3)
-    events = list(st.events(x[i: i + 999] for i in range(0, len(x), 999)))
+    events = list(st.events(x[i : i + 999] for i in range(0, len(x), 999)))
     assert len(events) >= 8
     worst = 0.0
     for ev in events:
@@ -153,7 +153,10 @@ def test_stream_any_rate_and_chunk_size_same_events(rec, clip):
 
     y = soxr.resample(x, sr, 44100)
     a = [e.raw.probs for e in rec.stream(44100, gate=False, smoothing=0).events([y])]
-    b = [e.raw.probs for e in rec.stream(44100, gate=False, smoothing=0).events(y[i: i + 37] for i in range(0, len(y), 37))]
+    b = [
+        e.raw.probs
+        for e in rec.stream(44100, gate=False, smoothing=0).events(y[i : i + 37] for i in range(0, len(y), 37))
+    ]
     assert len(a) == len(b) > 0
     assert max(np.abs(p - q).max() for p, q in zip(a, b)) < 1e-3
 

@@ -16,8 +16,12 @@ def files(tmp_path_factory):
     d = tmp_path_factory.mktemp("target")
     rng = np.random.default_rng(0)
     sf.write(d / "short.wav", (0.1 * rng.standard_normal(16000)).astype(np.float32), 16000, subtype="FLOAT")
-    sf.write(d / "long.wav", (0.1 * rng.standard_normal(int((MAX_IN_MEMORY_S + 5) * 4000))).astype(np.float32), 4000,
-             subtype="PCM_16")
+    sf.write(
+        d / "long.wav",
+        (0.1 * rng.standard_normal(int((MAX_IN_MEMORY_S + 5) * 4000))).astype(np.float32),
+        4000,
+        subtype="PCM_16",
+    )
     (d / "bad.wav").write_bytes(b"not audio")
     return d
 
@@ -33,8 +37,11 @@ def test_load_audio_reads_only_max_s(files):
 
 
 def test_unreadable_files_are_skipped_and_long_ones_cropped(files):
-    clips = [Clip(files / "short.wav", key="short.wav"), Clip(files / "bad.wav", key="bad.wav"),
-             Clip(files / "long.wav", key="long.wav")]
+    clips = [
+        Clip(files / "short.wav", key="short.wav"),
+        Clip(files / "bad.wav", key="bad.wav"),
+        Clip(files / "long.wav", key="long.wav"),
+    ]
     t = load_target_audio(clips, 16000, max_s=3.0, progress=False)
     assert [c.key for c in t.clips] == ["short.wav", "long.wav"]
     assert [c.key for c, _ in t.skipped] == ["bad.wav"] and "cannot decode audio" in t.skipped[0][1]

@@ -14,10 +14,13 @@ from edgeser.demo import DEMO_DIR
 from edgeser.runtime import EmotionStream, Recognizer
 from edgeser.runtime.pcm import PCMDecoder, PCMFormat
 
-needs_bytes = pytest.mark.skipif("channels" not in inspect.signature(EmotionStream.__init__).parameters,
-                                 reason="hook-up pending: EmotionStream(channels=...) / feed(bytes) (issue 10)")
-needs_astream = pytest.mark.skipif(not hasattr(Recognizer, "astream"),
-                                   reason="hook-up pending: Recognizer.astream (issue 10)")
+needs_bytes = pytest.mark.skipif(
+    "channels" not in inspect.signature(EmotionStream.__init__).parameters,
+    reason="hook-up pending: EmotionStream(channels=...) / feed(bytes) (issue 10)",
+)
+needs_astream = pytest.mark.skipif(
+    not hasattr(Recognizer, "astream"), reason="hook-up pending: Recognizer.astream (issue 10)"
+)
 
 
 @pytest.fixture(scope="module")
@@ -35,7 +38,7 @@ def odd_chunks(data: bytes, seed: int = 0) -> list[bytes]:
     rng, out, i = np.random.default_rng(seed), [], 0
     while i < len(data):
         n = int(rng.integers(1, 7001))
-        out.append(data[i:i + n])
+        out.append(data[i : i + n])
         i += n
     return out
 

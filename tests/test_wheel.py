@@ -20,9 +20,10 @@ CLEAN_ENV = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "PYT
 
 
 def run(cmd: list, cwd: Path, timeout: float = 600) -> subprocess.CompletedProcess:
-    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout,
-                       env=CLEAN_ENV)
-    assert r.returncode == 0, f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    r = subprocess.run([str(c) for c in cmd], cwd=cwd, capture_output=True, text=True, timeout=timeout, env=CLEAN_ENV)
+    assert r.returncode == 0, (
+        f"{' '.join(map(str, cmd))} failed ({r.returncode}):\n{r.stdout[-2000:]}\n{r.stderr[-3000:]}"
+    )
     return r
 
 
@@ -31,8 +32,13 @@ def fresh_venv(tmp_path_factory) -> Path:
     tmp = tmp_path_factory.mktemp("wheel")
     # build from a copy without build outputs: a stale build/ folder would hide missing package data
     src = tmp / "src"
-    shutil.copytree(REPO, src, ignore=shutil.ignore_patterns(".git", ".venv", "build", "dist", "*.egg-info", "runs",
-                                                             "__pycache__", ".pytest_cache"))
+    shutil.copytree(
+        REPO,
+        src,
+        ignore=shutil.ignore_patterns(
+            ".git", ".venv", "build", "dist", "*.egg-info", "runs", "__pycache__", ".pytest_cache"
+        ),
+    )
     run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", tmp / "dist", src], cwd=tmp)
     wheel = next((tmp / "dist").glob("edgeser-*.whl"))
     run([sys.executable, "-m", "venv", tmp / "venv"], cwd=tmp)

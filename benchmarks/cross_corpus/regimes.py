@@ -21,8 +21,8 @@ from __future__ import annotations
 
 import hashlib
 import threading
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
-from typing import Callable, Sequence
 
 import numpy as np
 
@@ -52,8 +52,9 @@ REGIMES: dict[str, Regime] = {
     "weak": Regime("weak", accuracy=0.5),
     "mid": Regime("mid", accuracy=0.62),
     "strong": Regime("strong", accuracy=0.82),
-    "oracle": Regime("oracle", accuracy=1.0, vote_purity=1.0, bias_class=None, bias_share=0.0, out_of_set=0.0,
-                     no_answer=0.0),
+    "oracle": Regime(
+        "oracle", accuracy=1.0, vote_purity=1.0, bias_class=None, bias_share=0.0, out_of_set=0.0, no_answer=0.0
+    ),
 }
 
 
@@ -92,8 +93,9 @@ def confusion_rows(labels: Sequence[str], regime: Regime, seed: int = 0) -> np.n
     return rows
 
 
-def perceived_classes(y: np.ndarray, keys: Sequence[str], labels: Sequence[str], regime: Regime,
-                      seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+def perceived_classes(
+    y: np.ndarray, keys: Sequence[str], labels: Sequence[str], regime: Regime, seed: int = 0
+) -> tuple[np.ndarray, np.ndarray]:
     """``(perceived class [N], refused [N] bool)`` per clip, each drawn once from a generator seeded by the
     clip's key, so that a clip's mistake does not depend on which other clips are asked."""
     rows = confusion_rows(labels, regime, seed)
@@ -106,8 +108,9 @@ def perceived_classes(y: np.ndarray, keys: Sequence[str], labels: Sequence[str],
     return perceived, refused
 
 
-def sample_answers(perceived: int, refused: bool, labels: Sequence[str], regime: Regime, n: int,
-                   rng: np.random.Generator) -> list[str]:
+def sample_answers(
+    perceived: int, refused: bool, labels: Sequence[str], regime: Regime, n: int, rng: np.random.Generator
+) -> list[str]:
     """``n`` answer words for one clip."""
     if refused:
         return [REFUSAL] * n
@@ -123,8 +126,9 @@ def sample_answers(perceived: int, refused: bool, labels: Sequence[str], regime:
     return out
 
 
-def regime_answer(regime: Regime, audios: Sequence[np.ndarray], y: Sequence[int], labels: Sequence[str],
-                  seed: int = 0) -> Callable[[np.ndarray, str, float, int], list[str]]:
+def regime_answer(
+    regime: Regime, audios: Sequence[np.ndarray], y: Sequence[int], labels: Sequence[str], seed: int = 0
+) -> Callable[[np.ndarray, str, float, int], list[str]]:
     """``answer(audio, prompt, temperature, n)`` for ``edgeser``'s loopback OpenAI-compatible server, for
     the clips ``audios`` (float 16 kHz, as loaded) with true classes ``y``. An unknown clip is refused.
     Answers are drawn from a generator seeded by the clip and the number of answers already drawn for it,

@@ -35,10 +35,10 @@ from edgeser.adapt.checkpoint import load_model  # noqa: E402
 from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
 from edgeser.adapt.registry import METHODS as ADAPT_METHODS  # noqa: E402
 from edgeser.adapt.teachers import FixedSamples, LALMOptions, lalm_teacher_from_options  # noqa: E402
-from edgeser.testing.openai_server import serve  # noqa: E402
 from edgeser.adapt.train import TrainConfig, train  # noqa: E402
 from edgeser.manifest import Clip  # noqa: E402
 from edgeser.metrics import evaluate  # noqa: E402
+from edgeser.testing.openai_server import serve  # noqa: E402
 
 LABELS = ["angry", "happy", "neutral", "sad"]
 #: transfer -> (source corpus, target corpus, the LALM stand-in's training corpus: the third one)
@@ -48,8 +48,12 @@ TRANSFERS = {
     "emodb_turev_db": ("emodb", "turev_db", "nemo"),
     "nemo_turev_db": ("nemo", "turev_db", "emodb"),
 }
-TRANSFER_TITLES = {"emodb_nemo": "EmoDB→nEMO", "nemo_emodb": "nEMO→EmoDB", "emodb_turev_db": "EmoDB→TurEV",
-                   "nemo_turev_db": "nEMO→TurEV"}
+TRANSFER_TITLES = {
+    "emodb_nemo": "EmoDB→nEMO",
+    "nemo_emodb": "nEMO→EmoDB",
+    "emodb_turev_db": "EmoDB→TurEV",
+    "nemo_turev_db": "nEMO→TurEV",
+}
 #: the adaptation methods are the library's registry (edgeser.adapt.registry), one row each, keyed by the
 #: name their checkpoints carry ("mi-fuse" -> "mi_fuse"); this benchmark adds two reference rows and one variant
 ADAPT = {spec.key.replace("-", "_"): spec for spec in ADAPT_METHODS.values()}
@@ -57,17 +61,25 @@ ADAPT = {spec.key.replace("-", "_"): spec for spec in ADAPT_METHODS.values()}
 VARIANTS = {"mi_fuse_raw_mi": ("mifuse", {"uncertainty": "mi", "relative_uncertainty": False})}
 REFERENCE_TITLES = {"source_only": "Source only", "lalm_zero_shot": "LALM stand-in zero-shot"}
 METHODS = [*REFERENCE_TITLES, *ADAPT, *VARIANTS]
-METHOD_TITLES = {**REFERENCE_TITLES, **{k: s.title for k, s in ADAPT.items()},
-                 "mi_fuse_raw_mi": "MI-Fuse, raw BALD-MI weights"}
+METHOD_TITLES = {
+    **REFERENCE_TITLES,
+    **{k: s.title for k, s in ADAPT.items()},
+    "mi_fuse_raw_mi": "MI-Fuse, raw BALD-MI weights",
+}
 #: rows of MI-Fuse (the method and its variant): they get target labels for *reporting* (their diagnostics)
-MIFUSE_ROWS = [k for k, s in ADAPT.items() if s.name == "mifuse"] + [k for k, (m, _) in VARIANTS.items()
-                                                                     if m == "mifuse"]
+MIFUSE_ROWS = [k for k, s in ADAPT.items() if s.name == "mifuse"] + [
+    k for k, (m, _) in VARIANTS.items() if m == "mifuse"
+]
 MIFUSE_VARIANTS = {k: (VARIANTS[k][1] if k in VARIANTS else {}) for k in MIFUSE_ROWS}
 #: per mode: seeds, source-training epochs, adaptation epochs (the same for every adaptation method),
 #: and caps on the number of clips per set (None = every clip)
 MODES = {
-    "quick": {"seeds": [0], "source_epochs": 8, "adapt_epochs": 2,
-              "caps": {"source_train": 300, "source_val": 100, "adapt": 160, "test": 240}},
+    "quick": {
+        "seeds": [0],
+        "source_epochs": 8,
+        "adapt_epochs": 2,
+        "caps": {"source_train": 300, "source_val": 100, "adapt": 160, "test": 240},
+    },
     "full": {"seeds": [0, 1, 2], "source_epochs": 30, "adapt_epochs": 15, "caps": None},
 }
 LALM_K = ADAPT_METHODS["mifuse"].config().k_lalm  # 5 answers per clip
@@ -78,6 +90,7 @@ def log(msg: str) -> None:
 
 
 # ------------------------------------------------------------------------------------------ splits
+
 
 def ordered_speakers(clips: list[Clip]) -> list[str]:
     """Speakers sorted by (gender, id): alternating over this list keeps the genders balanced."""
@@ -118,9 +131,11 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
 
 # ------------------------------------------------------------------------------------- the benchmark
 
+
 class Bench:
-    def __init__(self, mode: str, work: Path, adapt_epochs: int, source_epochs: int, caps: dict | None,
-                 onnx_check: bool):
+    def __init__(
+        self, mode: str, work: Path, adapt_epochs: int, source_epochs: int, caps: dict | None, onnx_check: bool
+    ):
         self.mode, self.work, self.caps, self.onnx_check = mode, work, caps, onnx_check
         self.adapt_epochs, self.source_epochs = adapt_epochs, source_epochs
         self.corpora = {name: corpus(name) for name in ("emodb", "nemo", "turev_db")}
@@ -142,16 +157,18 @@ class Bench:
         tr, va = source_split(clips)
         train_c = cap([c for c in clips if c.speaker in tr], self.cap_n("source_train"))
         val_c = cap([c for c in clips if c.speaker in va], self.cap_n("source_val"))
-        return train_c, val_c, {"train_speakers": tr, "val_speakers": va, "n_train": len(train_c),
-                                "n_val": len(val_c)}
+        return train_c, val_c, {"train_speakers": tr, "val_speakers": va, "n_train": len(train_c), "n_val": len(val_c)}
 
     def target_sets(self, tgt: str) -> tuple[list[Clip], list[Clip], dict]:
         clips = self.corpora[tgt]
         ad, te = target_split(clips)
         adapt_c = cap([c for c in clips if c.speaker in ad], self.cap_n("adapt"))
         test_c = cap([c for c in clips if c.speaker in te], self.cap_n("test"))
-        return adapt_c, test_c, {"adapt_speakers": ad, "test_speakers": te, "n_adapt": len(adapt_c),
-                                 "n_test": len(test_c)}
+        return (
+            adapt_c,
+            test_c,
+            {"adapt_speakers": ad, "test_speakers": te, "n_adapt": len(adapt_c), "n_test": len(test_c)},
+        )
 
     # ---- source models (one per source corpus and seed, shared by both transfers from it)
     def source_model(self, src: str, seed: int) -> tuple[Path, dict]:
@@ -160,23 +177,35 @@ class Bench:
         train_c, val_c, info = self.source_sets(src)
         if done.exists():
             old = json.loads(done.read_text())
-            if old.get("epochs") == self.source_epochs and old.get("n_train") == info["n_train"] \
-                    and old.get("n_val") == info["n_val"]:
+            if (
+                old.get("epochs") == self.source_epochs
+                and old.get("n_train") == info["n_train"]
+                and old.get("n_val") == info["n_val"]
+            ):
                 return d / "model.pt", old
             log(f"{done} was made with other settings: retraining")
         write_manifest(train_c, d / "train.csv")
         write_manifest(val_c, d / "val.csv")
-        log(f"source model {src} seed {seed}: {info['n_train']} training clips, {info['n_val']} validation "
-            f"clips ({', '.join(info['val_speakers'])}), {self.source_epochs} epochs")
+        log(
+            f"source model {src} seed {seed}: {info['n_train']} training clips, {info['n_val']} validation "
+            f"clips ({', '.join(info['val_speakers'])}), {self.source_epochs} epochs"
+        )
         t0 = time.monotonic()
         cfg = TrainConfig(epochs=self.source_epochs, seed=seed)
         res = train(train_c, val_c, d / "model.pt", cfg, labels=LABELS)
-        out = {**info, "best_val_ua": res.best_val_ua, "best_epoch": res.summary.get("best_epoch"),
-               "epochs": self.source_epochs, "seconds": round(time.monotonic() - t0, 1),
-               "train_config": asdict(cfg)}
+        out = {
+            **info,
+            "best_val_ua": res.best_val_ua,
+            "best_epoch": res.summary.get("best_epoch"),
+            "epochs": self.source_epochs,
+            "seconds": round(time.monotonic() - t0, 1),
+            "train_config": asdict(cfg),
+        }
         done.write_text(json.dumps(out, indent=1) + "\n")
-        log(f"source model {src} seed {seed}: best validation UA {out['best_val_ua']:.4f} at epoch "
-            f"{out['best_epoch']} [{out['seconds']}s]")
+        log(
+            f"source model {src} seed {seed}: best validation UA {out['best_val_ua']:.4f} at epoch "
+            f"{out['best_epoch']} [{out['seconds']}s]"
+        )
         return d / "model.pt", out
 
     # ---- LALM stand-in
@@ -192,8 +221,10 @@ class Bench:
             feats = clip_features(clips, self.work / "standin" / f"features_{name}.npz")
             s = train_standin(feats, [c.label for c in clips], name)
             save_standin(s, path)
-            log(f"LALM stand-in {s.model_name}: labels {s.labels}, training-set UA {s.train_ua:.3f} "
-                f"[{time.monotonic() - t0:.1f}s]")
+            log(
+                f"LALM stand-in {s.model_name}: labels {s.labels}, training-set UA {s.train_ua:.3f} "
+                f"[{time.monotonic() - t0:.1f}s]"
+            )
         self.standins[name] = s
         return s
 
@@ -202,26 +233,37 @@ class Bench:
             self.servers[s.model_name] = serve(make_answer(s), "127.0.0.1", 0, model_name=s.model_name)
         return self.servers[s.model_name][2]
 
-    def lalm_samples(self, transfer: str, adapt_c: list[Clip], test_c: list[Clip]
-                     ) -> tuple[np.ndarray, np.ndarray, dict]:
+    def lalm_samples(
+        self, transfer: str, adapt_c: list[Clip], test_c: list[Clip]
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
         """(adapt samples, test samples, usage) of the transfer's stand-in, (N, K, C), through HTTP."""
         if transfer in self.lalm:
             return self.lalm[transfer]
         s = self.standin(TRANSFERS[transfer][2])
         t0 = time.monotonic()
-        teacher = lalm_teacher_from_options(LABELS, LALMOptions(url=self.server_url(s), model=s.model_name,
-                                                                temperature=1.0, cache_path=self.work / "lalm.sqlite",
-                                                                concurrency=2, progress=True))
+        teacher = lalm_teacher_from_options(
+            LABELS,
+            LALMOptions(
+                url=self.server_url(s),
+                model=s.model_name,
+                temperature=1.0,
+                cache_path=self.work / "lalm.sqlite",
+                concurrency=2,
+                progress=True,
+            ),
+        )
         try:
             both = teacher.sample(adapt_c + test_c, LALM_K)
             usage = asdict(teacher.usage)
         finally:
             teacher.close()
         usage["seconds"] = round(time.monotonic() - t0, 1)
-        log(f"{transfer}: LALM stand-in {s.model_name} answered {len(adapt_c) + len(test_c)} clips x {LALM_K} "
+        log(
+            f"{transfer}: LALM stand-in {s.model_name} answered {len(adapt_c) + len(test_c)} clips x {LALM_K} "
             f"({usage['calls']} HTTP calls, {usage['cached']} cached answers, {usage['unparsed_answers']} unparsed) "
-            f"[{usage['seconds']}s]")
-        self.lalm[transfer] = (both[: len(adapt_c)], both[len(adapt_c):], usage)
+            f"[{usage['seconds']}s]"
+        )
+        self.lalm[transfer] = (both[: len(adapt_c)], both[len(adapt_c) :], usage)
         return self.lalm[transfer]
 
     def close(self) -> None:
@@ -254,8 +296,10 @@ class Bench:
         write_manifest(adapt_c, self.work / "splits" / transfer / "adapt.csv")
         write_manifest(test_c, self.work / "splits" / transfer / "test.csv")
         src_ckpt, src_info = self.source_model(src, seed)
-        log(f"{transfer} seed {seed}: {method} ({split['n_adapt']} unlabelled adaptation clips, "
-            f"{split['n_test']} test clips)")
+        log(
+            f"{transfer} seed {seed}: {method} ({split['n_adapt']} unlabelled adaptation clips, "
+            f"{split['n_test']} test clips)"
+        )
         t0 = time.monotonic()
         extra: dict = {}
         ckpt = None
@@ -270,11 +314,15 @@ class Bench:
             # ties between equally voted labels are broken at random (seeded), not towards the first label
             probs = mean + 1e-6 * np.random.default_rng(seed).random(mean.shape)
             probs = probs / probs.sum(axis=1, keepdims=True)
-            extra = {"answers_missing_clips": int(missing.sum()), "lalm_usage": usage,
-                     "standin": self.standin(third).describe()}
+            extra = {
+                "answers_missing_clips": int(missing.sum()),
+                "lalm_usage": usage,
+                "standin": self.standin(third).describe(),
+            }
         elif method in ADAPT or method in VARIANTS:
-            spec, over = (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]],
-                                                                     VARIANTS[method][1])
+            spec, over = (
+                (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]], VARIANTS[method][1])
+            )
             cfg = spec.config(epochs=ep, seed=seed, **over)
             teacher = None
             if spec.needs_teacher:
@@ -283,11 +331,21 @@ class Bench:
             # Only the MI-Fuse rows get the adaptation-half labels, for *reporting only* (teacher/fused/student UA
             # in their summary: the diagnostics of the results); no method lets them reach a loss, a target or a
             # random draw. The others do without (a reporting pass per epoch costs time).
-            res = spec.run(src_ckpt, adapt_c, d / f"{method}.pt", cfg, teacher=teacher, progress=True,
-                           report_labels=method in MIFUSE_ROWS)
+            res = spec.run(
+                src_ckpt,
+                adapt_c,
+                d / f"{method}.pt",
+                cfg,
+                teacher=teacher,
+                progress=True,
+                report_labels=method in MIFUSE_ROWS,
+            )
             ckpt = d / f"{method}.pt"
-            extra = {"config": asdict(cfg), "teachers": res.summary["details"].get("teachers"),
-                     "last_epoch": compact(res.history[-1] if res.history else {})}
+            extra = {
+                "config": asdict(cfg),
+                "teachers": res.summary["details"].get("teachers"),
+                "last_epoch": compact(res.history[-1] if res.history else {}),
+            }
             if "fusion" in res.summary["details"]:
                 extra["diagnostics"] = mifuse_diagnostics(res.summary)
         else:
@@ -295,20 +353,32 @@ class Bench:
         if ckpt is not None:
             net = load_model(ckpt)
             probs = predict_probs(net, self.test_wavs(transfer, test_c), torch.device("cpu"))
-        result = {"transfer": transfer, "source": src, "target": tgt, "seed": seed, "method": method,
-                  **self.score(probs, test_c), "seconds": round(time.monotonic() - t0, 1),
-                  "settings": self.settings(), "code": code_hash(),
-                  "adapt_epochs": ep if method not in ("source_only", "lalm_zero_shot") else None,
-                  "checkpoint": None if ckpt is None else str(ckpt), "source_model": src_info, "split": split,
-                  **extra}
+        result = {
+            "transfer": transfer,
+            "source": src,
+            "target": tgt,
+            "seed": seed,
+            "method": method,
+            **self.score(probs, test_c),
+            "seconds": round(time.monotonic() - t0, 1),
+            "settings": self.settings(),
+            "code": code_hash(),
+            "adapt_epochs": ep if method not in ("source_only", "lalm_zero_shot") else None,
+            "checkpoint": None if ckpt is None else str(ckpt),
+            "source_model": src_info,
+            "split": split,
+            **extra,
+        }
         if method == "mi_fuse" and self.onnx_check:
             self.check_onnx(result, ckpt, test_c, probs)
         out_json.parent.mkdir(parents=True, exist_ok=True)
         tmp = out_json.with_name(out_json.name + ".tmp")
         tmp.write_text(json.dumps(result, indent=1) + "\n")
         tmp.replace(out_json)
-        log(f"{transfer} seed {seed}: {method} test UA {result['ua']:.4f} macro-F1 {result['macro_f1']:.4f} "
-            f"[{result['seconds']}s]")
+        log(
+            f"{transfer} seed {seed}: {method} test UA {result['ua']:.4f} macro-F1 {result['macro_f1']:.4f} "
+            f"[{result['seconds']}s]"
+        )
         return result
 
     def check_onnx(self, result: dict, ckpt: Path, test_c: list[Clip], torch_probs: np.ndarray) -> None:
@@ -326,22 +396,46 @@ class Bench:
         labels, p = runtime_probs(onnx, test_c, threads=1)
         assert labels == LABELS, labels
         s = self.score(p, test_c)
-        check = {"transfer": result["transfer"], "seed": result["seed"], "checkpoint": str(ckpt), "onnx": str(onnx),
-                 "onnx_bytes": exp["bytes"], "export_parity": exp["parity"], "torch_test_ua": result["ua"],
-                 "onnx_test_ua": s["ua"], "torch_test_macro_f1": result["macro_f1"],
-                 "onnx_test_macro_f1": s["macro_f1"],
-                 "max_abs_prob_diff": float(np.abs(p - torch_probs).max()),
-                 "same_predictions": bool((p.argmax(1) == torch_probs.argmax(1)).all()),
-                 "ua_matches": abs(s["ua"] - result["ua"]) < 1e-9, "seconds": round(time.monotonic() - t0, 1)}
+        check = {
+            "transfer": result["transfer"],
+            "seed": result["seed"],
+            "checkpoint": str(ckpt),
+            "onnx": str(onnx),
+            "onnx_bytes": exp["bytes"],
+            "export_parity": exp["parity"],
+            "torch_test_ua": result["ua"],
+            "onnx_test_ua": s["ua"],
+            "torch_test_macro_f1": result["macro_f1"],
+            "onnx_test_macro_f1": s["macro_f1"],
+            "max_abs_prob_diff": float(np.abs(p - torch_probs).max()),
+            "same_predictions": bool((p.argmax(1) == torch_probs.argmax(1)).all()),
+            "ua_matches": abs(s["ua"] - result["ua"]) < 1e-9,
+            "seconds": round(time.monotonic() - t0, 1),
+        }
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(check, indent=1) + "\n")
-        log(f"ONNX check ({result['transfer']} seed {result['seed']} MI-Fuse student): test UA torch "
-            f"{result['ua']:.4f}, ONNX runtime {s['ua']:.4f}, max |dp| {check['max_abs_prob_diff']:.1e}")
+        log(
+            f"ONNX check ({result['transfer']} seed {result['seed']} MI-Fuse student): test UA torch "
+            f"{result['ua']:.4f}, ONNX runtime {s['ua']:.4f}, max |dp| {check['max_abs_prob_diff']:.1e}"
+        )
 
 
-ADAPT_CODE = ["engine.py", "mifuse.py", "fusion.py", "train.py", "data.py", "model.py", "losses.py", "frontend.py",
-              "checkpoint.py", "baselines/common.py", "baselines/shot.py", "baselines/nrc.py",
-              "teachers/base.py", "teachers/classifier.py"]
+ADAPT_CODE = [
+    "engine.py",
+    "mifuse.py",
+    "fusion.py",
+    "train.py",
+    "data.py",
+    "model.py",
+    "losses.py",
+    "frontend.py",
+    "checkpoint.py",
+    "baselines/common.py",
+    "baselines/shot.py",
+    "baselines/nrc.py",
+    "teachers/base.py",
+    "teachers/classifier.py",
+]
 
 
 def code_hash() -> str:
@@ -367,19 +461,32 @@ def mifuse_diagnostics(summary: dict) -> dict:
     reported only), per epoch and at the end."""
     hist = summary.get("history", [])
     initial = summary.get("initial") or {}
-    per_epoch = [{"epoch": r["epoch"], "loss": r.get("loss"), "ce": r.get("ce"), "diversity": r.get("diversity"),
-                  "target_ua": ({"student": r.get("target_ua"), **r["teacher_ua"]} if "teacher_ua" in r else None),
-                  "weights": {n: t["mean_weight"] for n, t in r["fusion"]["teachers"].items()},
-                  "mean_mi": {n: t["mean_mi"] for n, t in r["fusion"]["teachers"].items()},
-                  "fused_follows": {n: t["fused_follows"] for n, t in r["fusion"]["teachers"].items()},
-                  "agreement": r["fusion"].get("agreement")} for r in hist]
-    return {"initial": {"source_ua": initial.get("target_ua"),
-                        "lalm_ua": (initial.get("teacher_ua") or {}).get("lalm")} if initial else None,
-            "per_epoch": per_epoch, "last_fusion": summary["details"].get("fusion"),
-            "note": "; ".join(summary.get("notes") or []) or None}
+    per_epoch = [
+        {
+            "epoch": r["epoch"],
+            "loss": r.get("loss"),
+            "ce": r.get("ce"),
+            "diversity": r.get("diversity"),
+            "target_ua": ({"student": r.get("target_ua"), **r["teacher_ua"]} if "teacher_ua" in r else None),
+            "weights": {n: t["mean_weight"] for n, t in r["fusion"]["teachers"].items()},
+            "mean_mi": {n: t["mean_mi"] for n, t in r["fusion"]["teachers"].items()},
+            "fused_follows": {n: t["fused_follows"] for n, t in r["fusion"]["teachers"].items()},
+            "agreement": r["fusion"].get("agreement"),
+        }
+        for r in hist
+    ]
+    return {
+        "initial": {"source_ua": initial.get("target_ua"), "lalm_ua": (initial.get("teacher_ua") or {}).get("lalm")}
+        if initial
+        else None,
+        "per_epoch": per_epoch,
+        "last_fusion": summary["details"].get("fusion"),
+        "note": "; ".join(summary.get("notes") or []) or None,
+    }
 
 
 # -------------------------------------------------------------------------------------------- report
+
 
 def mean_std(xs: list[float]) -> tuple[float, float | None]:
     return float(np.mean(xs)), (float(np.std(xs, ddof=1)) if len(xs) > 1 else None)
@@ -414,8 +521,11 @@ def table(res: dict, transfers: list[str], seeds: list[int], methods: list[str],
             cells.append(fmt(xs))
             nums[t] = dict(zip(("mean", "std"), mean_std(xs))) if xs else None
         # average over transfers per seed (seeds with every transfer done), then mean ± std over seeds
-        avg = [float(np.mean([res[m][t][s][metric] for t in transfers])) for s in seeds
-               if all(s in res.get(m, {}).get(t, {}) for t in transfers)]
+        avg = [
+            float(np.mean([res[m][t][s][metric] for t in transfers]))
+            for s in seeds
+            if all(s in res.get(m, {}).get(t, {}) for t in transfers)
+        ]
         nums["average"] = dict(zip(("mean", "std"), mean_std(avg))) if avg else None
         numbers[m] = nums
         rows.append(f"| {METHOD_TITLES[m]} | " + " | ".join(cells) + f" | {fmt(avg)} |")
@@ -424,11 +534,13 @@ def table(res: dict, transfers: list[str], seeds: list[int], methods: list[str],
 
 def diagnostics_table(res: dict, transfers: list[str], seeds: list[int]) -> tuple[str, dict]:
     """Per transfer (mean over seeds): stand-in and source UA, and what MI-Fuse's summary says."""
-    rows = ["| transfer | variant | stand-in UA (test) | stand-in UA (adapt) | source UA (adapt) | classifier teacher UA, "
-            "last epoch (adapt) | fused target UA, last epoch (adapt) | MI-Fuse student UA (adapt) | "
-            "MI-Fuse student UA (test) | mean fusion weight LALM / classifier, last epoch | "
-            "mean MI LALM / classifier (nats) | teachers agree |",
-            "|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    rows = [
+        "| transfer | variant | stand-in UA (test) | stand-in UA (adapt) | source UA (adapt) | classifier teacher UA, "
+        "last epoch (adapt) | fused target UA, last epoch (adapt) | MI-Fuse student UA (adapt) | "
+        "MI-Fuse student UA (test) | mean fusion weight LALM / classifier, last epoch | "
+        "mean MI LALM / classifier (nats) | teachers agree |",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+    ]
     out: dict = {}
     for t, variant in [(t, v) for t in transfers for v in MIFUSE_VARIANTS]:
         runs = [res[variant][t][s] for s in seeds if s in res.get(variant, {}).get(t, {})]
@@ -442,17 +554,20 @@ def diagnostics_table(res: dict, transfers: list[str], seeds: list[int]) -> tupl
             xs = [x for x in xs if x is not None]
             return float(np.mean(xs)) if xs else None
 
-        d = {"standin_test_ua": avg(zs), "standin_adapt_ua": avg([i.get("lalm_ua") for i in ini]),
-             "source_adapt_ua": avg([i.get("source_ua") for i in ini]),
-             "classifier_teacher_adapt_ua": avg([(e["target_ua"] or {}).get("classifier") for e in last]),
-             "fused_adapt_ua": avg([(e["target_ua"] or {}).get("fused") for e in last]),
-             "student_adapt_ua": avg([(e["target_ua"] or {}).get("student") for e in last]),
-             "student_test_ua": avg([r["ua"] for r in runs]),
-             "weight_lalm": avg([e["weights"].get("lalm") for e in last]),
-             "weight_classifier": avg([e["weights"].get("classifier") for e in last]),
-             "mi_lalm": avg([e["mean_mi"].get("lalm") for e in last]),
-             "mi_classifier": avg([e["mean_mi"].get("classifier") for e in last]),
-             "agreement": avg([e.get("agreement") for e in last])}
+        d = {
+            "standin_test_ua": avg(zs),
+            "standin_adapt_ua": avg([i.get("lalm_ua") for i in ini]),
+            "source_adapt_ua": avg([i.get("source_ua") for i in ini]),
+            "classifier_teacher_adapt_ua": avg([(e["target_ua"] or {}).get("classifier") for e in last]),
+            "fused_adapt_ua": avg([(e["target_ua"] or {}).get("fused") for e in last]),
+            "student_adapt_ua": avg([(e["target_ua"] or {}).get("student") for e in last]),
+            "student_test_ua": avg([r["ua"] for r in runs]),
+            "weight_lalm": avg([e["weights"].get("lalm") for e in last]),
+            "weight_classifier": avg([e["weights"].get("classifier") for e in last]),
+            "mi_lalm": avg([e["mean_mi"].get("lalm") for e in last]),
+            "mi_classifier": avg([e["mean_mi"].get("classifier") for e in last]),
+            "agreement": avg([e.get("agreement") for e in last]),
+        }
         out.setdefault(t, {})[variant] = d
 
         def p(x):
@@ -461,12 +576,14 @@ def diagnostics_table(res: dict, transfers: list[str], seeds: list[int]) -> tupl
         def f2(x):
             return "–" if x is None else f"{x:.2f}"
 
-        rows.append(f"| {TRANSFER_TITLES[t]} | {METHOD_TITLES[variant]} | {p(d['standin_test_ua'])} | "
-                    f"{p(d['standin_adapt_ua'])} | "
-                    f"{p(d['source_adapt_ua'])} | {p(d['classifier_teacher_adapt_ua'])} | {p(d['fused_adapt_ua'])} | "
-                    f"{p(d['student_adapt_ua'])} | {p(d['student_test_ua'])} | {f2(d['weight_lalm'])} / "
-                    f"{f2(d['weight_classifier'])} | {f2(d['mi_lalm'])} / {f2(d['mi_classifier'])} | "
-                    f"{p(d['agreement'])} |")
+        rows.append(
+            f"| {TRANSFER_TITLES[t]} | {METHOD_TITLES[variant]} | {p(d['standin_test_ua'])} | "
+            f"{p(d['standin_adapt_ua'])} | "
+            f"{p(d['source_adapt_ua'])} | {p(d['classifier_teacher_adapt_ua'])} | {p(d['fused_adapt_ua'])} | "
+            f"{p(d['student_adapt_ua'])} | {p(d['student_test_ua'])} | {f2(d['weight_lalm'])} / "
+            f"{f2(d['weight_classifier'])} | {f2(d['mi_lalm'])} / {f2(d['mi_classifier'])} | "
+            f"{p(d['agreement'])} |"
+        )
     return "\n".join(rows), out
 
 
@@ -477,10 +594,17 @@ def protocol(bench: Bench, transfers: list[str], mode_cfg: dict) -> dict:
         _, _, s_info = bench.source_sets(src)
         _, _, t_info = bench.target_sets(tgt)
         n = t_info["n_adapt"]
-        splits[t] = {"source": src, "target": tgt, "standin_trained_on": third, "source_split": s_info,
-                     "target_split": t_info,
-                     "steps_per_epoch": {"shot_nrc_batch64": n // 64 + (n % 64 >= 2),
-                                         "mifuse_sfuda_batch32": n // 32 + (n % 32 >= 2)}}
+        splits[t] = {
+            "source": src,
+            "target": tgt,
+            "standin_trained_on": third,
+            "source_split": s_info,
+            "target_split": t_info,
+            "steps_per_epoch": {
+                "shot_nrc_batch64": n // 64 + (n % 64 >= 2),
+                "mifuse_sfuda_batch32": n // 32 + (n % 32 >= 2),
+            },
+        }
     return {
         "labels": LABELS,
         "data": str(DATA),
@@ -491,10 +615,12 @@ def protocol(bench: Bench, transfers: list[str], mode_cfg: dict) -> dict:
         "clip_caps": mode_cfg["caps"],
         "lalm_k": LALM_K,
         "lalm_temperature": 1.0,
-        "library_default_epochs": {"source": TrainConfig().epochs,
-                                   **{name: spec.config().epochs for name, spec in ADAPT_METHODS.items()}},
+        "library_default_epochs": {
+            "source": TrainConfig().epochs,
+            **{name: spec.config().epochs for name, spec in ADAPT_METHODS.items()},
+        },
         "method_settings": "every adaptation method runs adapt_epochs epochs; all other settings are the "
-                           "library defaults (MI-Fuse variants: see mifuse_variants)",
+        "library defaults (MI-Fuse variants: see mifuse_variants)",
         "mifuse_variants": MIFUSE_VARIANTS,
     }
 
@@ -552,8 +678,16 @@ directory); each answer is one label word sampled from softmax(logits / T).
 """
 
 
-def write_results(bench: Bench, args, transfers: list[str], seeds: list[int], methods: list[str], mode_cfg: dict,
-                  wall_s: float, load_start: tuple) -> None:
+def write_results(
+    bench: Bench,
+    args,
+    transfers: list[str],
+    seeds: list[int],
+    methods: list[str],
+    mode_cfg: dict,
+    wall_s: float,
+    load_start: tuple,
+) -> None:
     res = collect(bench.work, transfers, seeds, methods)
     ua_md, ua_num = table(res, transfers, seeds, methods, "ua")
     f1_md, f1_num = table(res, transfers, seeds, methods, "macro_f1")
@@ -564,65 +698,109 @@ def write_results(bench: Bench, args, transfers: list[str], seeds: list[int], me
         s = bench.standin(third).describe()
         zs = [res["lalm_zero_shot"][t][x]["ua"] for x in seeds if x in res.get("lalm_zero_shot", {}).get(t, {})]
         standins.setdefault(third, {**s, "zero_shot_test_ua": {}})["zero_shot_test_ua"][t] = (
-            float(np.mean(zs)) if zs else None)
+            float(np.mean(zs)) if zs else None
+        )
     onnx_path = bench.work / "results" / "onnx_check.json"
     onnx = json.loads(onnx_path.read_text()) if onnx_path.exists() else None
     compute_s = sum(r["seconds"] for m in res.values() for t in m.values() for r in t.values())
     src_s = sum(json.loads(p.read_text())["seconds"] for p in (bench.work / "sources").glob("*/seed*/done.json"))
-    per_seed = {m: {t: {str(s): {k: r[k] for k in ("ua", "macro_f1", "wa", "n", "per_class_recall", "seconds")}
-                        for s, r in ts.items()} for t, ts in mt.items()} for m, mt in res.items()}
-    missing = [f"{t}/seed{s}/{m}" for t in transfers for s in seeds for m in methods
-               if s not in res.get(m, {}).get(t, {})]
+    per_seed = {
+        m: {
+            t: {
+                str(s): {k: r[k] for k in ("ua", "macro_f1", "wa", "n", "per_class_recall", "seconds")}
+                for s, r in ts.items()
+            }
+            for t, ts in mt.items()
+        }
+        for m, mt in res.items()
+    }
+    missing = [
+        f"{t}/seed{s}/{m}" for t in transfers for s in seeds for m in methods if s not in res.get(m, {}).get(t, {})
+    ]
     codes = sorted({r.get("code", "?") for m in res.values() for t in m.values() for r in t.values()})
     command = "python benchmarks/cross_corpus/run.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     proto = protocol(bench, transfers, mode_cfg)
-    result = {"command": command, "mode": bench.mode, "seeds": seeds, "transfers": transfers, "methods": methods,
-              "protocol": proto, "standins": standins, "ua": ua_num, "macro_f1": f1_num, "diagnostics": diag,
-              "per_seed": per_seed, "onnx_check": onnx, "missing": missing,
-              "adaptation_code_hashes": codes, "adaptation_code_files": ADAPT_CODE,
-              "wall_seconds_this_invocation": round(wall_s, 1),
-              "load_average_1_5_15_min": {"start": [round(x, 2) for x in load_start],
-                                          "end": [round(x, 2) for x in os.getloadavg()]},
-              "compute_seconds": {"methods": round(compute_s, 1), "source_training": round(src_s, 1)},
-              "machine": machine()}
+    result = {
+        "command": command,
+        "mode": bench.mode,
+        "seeds": seeds,
+        "transfers": transfers,
+        "methods": methods,
+        "protocol": proto,
+        "standins": standins,
+        "ua": ua_num,
+        "macro_f1": f1_num,
+        "diagnostics": diag,
+        "per_seed": per_seed,
+        "onnx_check": onnx,
+        "missing": missing,
+        "adaptation_code_hashes": codes,
+        "adaptation_code_files": ADAPT_CODE,
+        "wall_seconds_this_invocation": round(wall_s, 1),
+        "load_average_1_5_15_min": {
+            "start": [round(x, 2) for x in load_start],
+            "end": [round(x, 2) for x in os.getloadavg()],
+        },
+        "compute_seconds": {"methods": round(compute_s, 1), "source_training": round(src_s, 1)},
+        "machine": machine(),
+    }
     name = "results_quick" if bench.mode == "quick" else "results"
     args.results.mkdir(parents=True, exist_ok=True)
     (args.results / f"{name}.json").write_text(json.dumps(result, indent=1) + "\n")
     mifuse_defaults = ADAPT_METHODS["mifuse"].config()
 
     caps = mode_cfg["caps"]
-    caps_md = ("" if caps is None else
-               f"\n  **Quick mode subsamples every set** (same share of every speaker × label group): at most "
-               f"{caps['source_train']} source-training, {caps['source_val']} source-validation, {caps['adapt']} "
-               f"adaptation and {caps['test']} test clips. Quick numbers are a smoke test, not results.")
+    caps_md = (
+        ""
+        if caps is None
+        else f"\n  **Quick mode subsamples every set** (same share of every speaker × label group): at most "
+        f"{caps['source_train']} source-training, {caps['source_val']} source-validation, {caps['adapt']} "
+        f"adaptation and {caps['test']} test clips. Quick numbers are a smoke test, not results."
+    )
     m = result["machine"]
     la = result["load_average_1_5_15_min"]
-    load_md = (f"{' / '.join(map(str, la['start']))} at the start, {' / '.join(map(str, la['end']))} at the end, "
-               f"over 1 / 5 / 15 min, on {m['cores']} cores")
-    val_md = "; ".join(f"{c}: {' '.join(v)}" for c, v in {
-        TRANSFERS[t][0]: proto["transfers"][t]["source_split"]["val_speakers"] for t in transfers}.items())
-    tgt_md = "; ".join(f"{c} adapt {' '.join(v['adapt_speakers'])} / test {' '.join(v['test_speakers'])}" for c, v in {
-        TRANSFERS[t][1]: proto["transfers"][t]["target_split"] for t in transfers}.items())
+    load_md = (
+        f"{' / '.join(map(str, la['start']))} at the start, {' / '.join(map(str, la['end']))} at the end, "
+        f"over 1 / 5 / 15 min, on {m['cores']} cores"
+    )
+    val_md = "; ".join(
+        f"{c}: {' '.join(v)}"
+        for c, v in {TRANSFERS[t][0]: proto["transfers"][t]["source_split"]["val_speakers"] for t in transfers}.items()
+    )
+    tgt_md = "; ".join(
+        f"{c} adapt {' '.join(v['adapt_speakers'])} / test {' '.join(v['test_speakers'])}"
+        for c, v in {TRANSFERS[t][1]: proto["transfers"][t]["target_split"] for t in transfers}.items()
+    )
     work_md = bench.work.relative_to(REPO) if bench.work.is_relative_to(REPO) else bench.work
-    steps_md = "; ".join(f"{TRANSFER_TITLES[t]} {v['steps_per_epoch']['shot_nrc_batch64']} / "
-                         f"{v['steps_per_epoch']['mifuse_sfuda_batch32']}" for t, v in proto["transfers"].items())
+    steps_md = "; ".join(
+        f"{TRANSFER_TITLES[t]} {v['steps_per_epoch']['shot_nrc_batch64']} / "
+        f"{v['steps_per_epoch']['mifuse_sfuda_batch32']}"
+        for t, v in proto["transfers"].items()
+    )
     standin_rows = "\n".join(
         f"| {s['model_name']} | {k} | {', '.join(s['labels'])} | {100 * s['train_ua']:.1f} | "
         + ", ".join(f"{TRANSFER_TITLES[t]} {100 * v:.1f}" for t, v in s["zero_shot_test_ua"].items() if v is not None)
-        + " |" for k, s in standins.items())
-    onnx_md = ("not run in this work directory" if onnx is None else
-               f"the MI-Fuse student of {TRANSFER_TITLES[onnx['transfer']]} seed {onnx['seed']} was exported with "
-               f"`edgeser.export.export_onnx` ({onnx['onnx_bytes'] / 1e6:.2f} MB) and scored through the ONNX "
-               f"runtime (`edgeser.evaluate.predict_probs`): test UA {100 * onnx['onnx_test_ua']:.2f} vs "
-               f"{100 * onnx['torch_test_ua']:.2f} with torch (match: {onnx['ua_matches']}, same predictions: "
-               f"{onnx['same_predictions']}, max |Δp| {onnx['max_abs_prob_diff']:.1e})")
-    md = f"""# Cross-corpus source-free adaptation ({'quick mode' if bench.mode == 'quick' else 'full run'})
+        + " |"
+        for k, s in standins.items()
+    )
+    onnx_md = (
+        "not run in this work directory"
+        if onnx is None
+        else f"the MI-Fuse student of {TRANSFER_TITLES[onnx['transfer']]} seed {onnx['seed']} was exported with "
+        f"`edgeser.export.export_onnx` ({onnx['onnx_bytes'] / 1e6:.2f} MB) and scored through the ONNX "
+        f"runtime (`edgeser.evaluate.predict_probs`): test UA {100 * onnx['onnx_test_ua']:.2f} vs "
+        f"{100 * onnx['torch_test_ua']:.2f} with torch (match: {onnx['ua_matches']}, same predictions: "
+        f"{onnx['same_predictions']}, max |Δp| {onnx['max_abs_prob_diff']:.1e})"
+    )
+    md = f"""# Cross-corpus source-free adaptation ({"quick mode" if bench.mode == "quick" else "full run"})
 
-Command: `{command}`; git {m.get('git_commit', '?')}; {m.get('cpu', '?')} ({m['cores']} cores, shared with other
-jobs), torch {m.get('torch')}, onnxruntime {m['onnxruntime']}, Python {m['python']}.
-Adaptation code hash(es) of the results (over the `edgeser/adapt` files listed in the JSON): {', '.join(codes)}.
-Wall time of this invocation: {wall_s / 60:.1f} min (load average {load_md}) (compute recorded in the result files: methods
-{compute_s / 60:.1f} min, source training {src_s / 60:.1f} min).{(' Missing: ' + ', '.join(missing)) if missing else ''}
+Command: `{command}`; git {m.get("git_commit", "?")}; {m.get("cpu", "?")} ({m["cores"]} cores, shared with other
+jobs), torch {m.get("torch")}, onnxruntime {m["onnxruntime"]}, Python {m["python"]}.
+Adaptation code hash(es) of the results (over the `edgeser/adapt` files listed in the JSON): {", ".join(codes)}.
+Wall time of this invocation: {wall_s / 60:.1f} min (load average {
+        load_md
+    }) (compute recorded in the result files: methods
+{compute_s / 60:.1f} min, source training {src_s / 60:.1f} min).{(" Missing: " + ", ".join(missing)) if missing else ""}
 
 ## Test-half UA (%)
 
@@ -634,19 +812,35 @@ Wall time of this invocation: {wall_s / 60:.1f} min (load average {load_md}) (co
 
 ## Protocol
 
-{PROTOCOL_MD.format(data=proto['data'], source_epochs=bench.source_epochs, caps=caps_md, k=LALM_K,
-                    val_speakers=val_md, target_speakers=tgt_md, steps=steps_md, tau=mifuse_defaults.tau,
-                    source_epochs_md=(f"library defaults, {TrainConfig().epochs} epochs" if bench.source_epochs == TrainConfig().epochs
-                                      else f"library defaults except {bench.source_epochs} epochs instead of "
-                                           f"{TrainConfig().epochs}"),
-                    adapt_epochs_md=("the library default of every method" if all(
-                                         bench.adapt_epochs == s.config().epochs for s in ADAPT_METHODS.values()) else
-                                     "instead of the library default 15 of every method: reduced identically for "
-                                     "all of them to fit the time budget"),
-                    unc="H(mean of the teacher's samples)" if mifuse_defaults.uncertainty == "entropy" else "BALD MI",
-                    rel="centred per teacher (minus its mean over the target clips)"
-                    if mifuse_defaults.relative_uncertainty else "(not centred)",
-                    adapt_epochs=bench.adapt_epochs, seeds=', '.join(map(str, seeds)))}
+{
+        PROTOCOL_MD.format(
+            data=proto["data"],
+            source_epochs=bench.source_epochs,
+            caps=caps_md,
+            k=LALM_K,
+            val_speakers=val_md,
+            target_speakers=tgt_md,
+            steps=steps_md,
+            tau=mifuse_defaults.tau,
+            source_epochs_md=(
+                f"library defaults, {TrainConfig().epochs} epochs"
+                if bench.source_epochs == TrainConfig().epochs
+                else f"library defaults except {bench.source_epochs} epochs instead of {TrainConfig().epochs}"
+            ),
+            adapt_epochs_md=(
+                "the library default of every method"
+                if all(bench.adapt_epochs == s.config().epochs for s in ADAPT_METHODS.values())
+                else "instead of the library default 15 of every method: reduced identically for "
+                "all of them to fit the time budget"
+            ),
+            unc="H(mean of the teacher's samples)" if mifuse_defaults.uncertainty == "entropy" else "BALD MI",
+            rel="centred per teacher (minus its mean over the target clips)"
+            if mifuse_defaults.relative_uncertainty
+            else "(not centred)",
+            adapt_epochs=bench.adapt_epochs,
+            seeds=", ".join(map(str, seeds)),
+        )
+    }
 ## The LALM stand-in
 
 {STANDIN_MD.format(k=LALM_K)}
@@ -671,6 +865,7 @@ Per-seed numbers, per-class recalls and the method configurations are in `{name}
 
 # ---------------------------------------------------------------------------------------------- main
 
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="1 seed, subsampled sets, few epochs")
@@ -691,10 +886,18 @@ def main() -> None:
     seeds = args.seeds if args.seeds is not None else mode_cfg["seeds"]
     work = args.work or REPO / "runs" / "cross_corpus" / mode
     work.mkdir(parents=True, exist_ok=True)
-    bench = Bench(mode, work, args.adapt_epochs or mode_cfg["adapt_epochs"],
-                  args.source_epochs or mode_cfg["source_epochs"], mode_cfg["caps"], not args.no_onnx_check)
-    log(f"{mode} mode: seeds {seeds}, transfers {args.transfers}, methods {args.methods}, source epochs "
-        f"{bench.source_epochs}, adaptation epochs {bench.adapt_epochs}, work dir {work}")
+    bench = Bench(
+        mode,
+        work,
+        args.adapt_epochs or mode_cfg["adapt_epochs"],
+        args.source_epochs or mode_cfg["source_epochs"],
+        mode_cfg["caps"],
+        not args.no_onnx_check,
+    )
+    log(
+        f"{mode} mode: seeds {seeds}, transfers {args.transfers}, methods {args.methods}, source epochs "
+        f"{bench.source_epochs}, adaptation epochs {bench.adapt_epochs}, work dir {work}"
+    )
     t0 = time.monotonic()
     load_start = os.getloadavg()
     try:

@@ -39,9 +39,9 @@ from __future__ import annotations
 import hashlib
 import json
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import safetensors
@@ -61,12 +61,31 @@ ACTIVE_DB = 35.0
 VOICED_THRESHOLD = 0.5
 FEATURE_VERSION = "standin-features-2"
 
-FEATURE_NAMES = ([f"mel_shape_mean_{i}" for i in range(N_MELS)] + [f"mel_std_{i}" for i in range(N_MELS)]
-                 + [f"mel_delta_std_{i}" for i in range(N_MELS)]
-                 + ["energy_mean", "energy_std", "energy_p10", "energy_p50", "energy_p90", "energy_delta_std",
-                    "active_fraction", "zcr_mean", "zcr_std", "log_centroid_mean", "log_centroid_std",
-                    "voiced_fraction", "f0_st_mean", "f0_st_std", "f0_st_p10", "f0_st_p90", "f0_st_range",
-                    "f0_st_delta_abs"])
+FEATURE_NAMES = (
+    [f"mel_shape_mean_{i}" for i in range(N_MELS)]
+    + [f"mel_std_{i}" for i in range(N_MELS)]
+    + [f"mel_delta_std_{i}" for i in range(N_MELS)]
+    + [
+        "energy_mean",
+        "energy_std",
+        "energy_p10",
+        "energy_p50",
+        "energy_p90",
+        "energy_delta_std",
+        "active_fraction",
+        "zcr_mean",
+        "zcr_std",
+        "log_centroid_mean",
+        "log_centroid_std",
+        "voiced_fraction",
+        "f0_st_mean",
+        "f0_st_std",
+        "f0_st_p10",
+        "f0_st_p90",
+        "f0_st_range",
+        "f0_st_delta_abs",
+    ]
+)
 
 
 def _hz_to_mel(f):
@@ -93,9 +112,9 @@ _HANN = np.hanning(WIN).astype(np.float32)
 _PHANN = np.hanning(PITCH_WIN)
 _PHANN32 = _PHANN.astype(np.float32)
 # autocorrelation of the pitch window: dividing by it undoes the taper's decay with lag
-_PHANN_AC = np.correlate(_PHANN, _PHANN, "full")[PITCH_WIN - 1:]
+_PHANN_AC = np.correlate(_PHANN, _PHANN, "full")[PITCH_WIN - 1 :]
 _LAG_MIN, _LAG_MAX = int(SR / F0_MAX), int(SR / F0_MIN)
-_PHANN_NORM = (_PHANN_AC / _PHANN_AC[0])[_LAG_MIN:_LAG_MAX + 1]
+_PHANN_NORM = (_PHANN_AC / _PHANN_AC[0])[_LAG_MIN : _LAG_MAX + 1]
 
 
 def _frames(x: np.ndarray, win: int, hop: int) -> np.ndarray:
@@ -114,7 +133,7 @@ def features(audio: np.ndarray) -> np.ndarray:
     fr = _frames(x, WIN, HOP)
     power = np.abs(scipy.fft.rfft(fr * _HANN, NFFT)) ** 2
     logmel = 10.0 * np.log10(power @ _FB.T + 1e-10)
-    energy = 10.0 * np.log10((fr ** 2).mean(axis=1) + 1e-12)
+    energy = 10.0 * np.log10((fr**2).mean(axis=1) + 1e-12)
     energy = energy - energy.max()
     active = energy > -ACTIVE_DB
     if active.sum() < 3:
@@ -133,8 +152,8 @@ def features(audio: np.ndarray) -> np.ndarray:
     pf = _frames(np.pad(x, (pad, pad)), PITCH_WIN, HOP)[: len(fr)][active]
     pf = (pf - pf.mean(axis=1, keepdims=True)) * _PHANN32
     spec = scipy.fft.rfft(pf, 2 * PITCH_WIN)
-    ac = scipy.fft.irfft(np.abs(spec) ** 2, 2 * PITCH_WIN)[:, :_LAG_MAX + 1]
-    seg = ac[:, _LAG_MIN:_LAG_MAX + 1] / (ac[:, :1] + 1e-12) / _PHANN_NORM
+    ac = scipy.fft.irfft(np.abs(spec) ** 2, 2 * PITCH_WIN)[:, : _LAG_MAX + 1]
+    seg = ac[:, _LAG_MIN : _LAG_MAX + 1] / (ac[:, :1] + 1e-12) / _PHANN_NORM
     lag = seg.argmax(axis=1) + _LAG_MIN
     peak = seg.max(axis=1)
     voiced = peak > VOICED_THRESHOLD
@@ -143,11 +162,31 @@ def features(audio: np.ndarray) -> np.ndarray:
     v_idx = np.flatnonzero(voiced)
     dst = np.abs(np.diff(st))[np.diff(v_idx) == 1] if len(f0) > 1 else np.zeros(0)
     p10, p90 = np.percentile(st, [10, 90])
-    out = np.concatenate([
-        shape.mean(axis=0), lm.std(axis=0), delta.std(axis=0),
-        [e.mean(), e.std(), *np.percentile(e, [10, 50, 90]), np.diff(energy).std() if len(energy) > 1 else 0.0,
-         active.mean(), zc.mean(), zc.std(), centroid.mean(), centroid.std(),
-         voiced.mean(), st.mean(), st.std(), p10, p90, p90 - p10, dst.mean() if len(dst) else 0.0]])
+    out = np.concatenate(
+        [
+            shape.mean(axis=0),
+            lm.std(axis=0),
+            delta.std(axis=0),
+            [
+                e.mean(),
+                e.std(),
+                *np.percentile(e, [10, 50, 90]),
+                np.diff(energy).std() if len(energy) > 1 else 0.0,
+                active.mean(),
+                zc.mean(),
+                zc.std(),
+                centroid.mean(),
+                centroid.std(),
+                voiced.mean(),
+                st.mean(),
+                st.std(),
+                p10,
+                p90,
+                p90 - p10,
+                dst.mean() if len(dst) else 0.0,
+            ],
+        ]
+    )
     return np.nan_to_num(out).astype(np.float32)
 
 
@@ -194,19 +233,38 @@ class StandIn:
         return f"standin-mlp-{self.trained_on}-{h.hexdigest()[:8]}"
 
     def describe(self) -> dict:
-        return {"model_name": self.model_name, "trained_on": self.trained_on, "labels": self.labels,
-                "features": len(self.mean), "parameters": sum(p.numel() for p in self.net.parameters()),
-                "train_ua": self.train_ua}
+        return {
+            "model_name": self.model_name,
+            "trained_on": self.trained_on,
+            "labels": self.labels,
+            "features": len(self.mean),
+            "parameters": sum(p.numel() for p in self.net.parameters()),
+            "train_ua": self.train_ua,
+        }
 
 
 def _mlp(n_in: int, n_out: int) -> nn.Module:
-    return nn.Sequential(nn.Linear(n_in, 128), nn.ReLU(), nn.Dropout(0.3), nn.Linear(128, 64), nn.ReLU(),
-                         nn.Dropout(0.3), nn.Linear(64, n_out))
+    return nn.Sequential(
+        nn.Linear(n_in, 128),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(128, 64),
+        nn.ReLU(),
+        nn.Dropout(0.3),
+        nn.Linear(64, n_out),
+    )
 
 
-def train_standin(feats: np.ndarray, y_words: Sequence[str], trained_on: str, steps: int = 200,
-                  seed: int = 0, noise: float = 0.5, weight_decay: float = 0.1,
-                  label_smoothing: float = 0.2) -> StandIn:
+def train_standin(
+    feats: np.ndarray,
+    y_words: Sequence[str],
+    trained_on: str,
+    steps: int = 200,
+    seed: int = 0,
+    noise: float = 0.5,
+    weight_decay: float = 0.1,
+    label_smoothing: float = 0.2,
+) -> StandIn:
     """Fit the stand-in MLP on features ``[N, D]`` and label words (its outputs: the labels present)."""
     labels = sorted(set(y_words))
     y = torch.tensor([labels.index(w) for w in y_words])
@@ -238,9 +296,15 @@ def save_standin(s: StandIn, path: Path) -> None:
     """Write the stand-in as safetensors (weights, mean, std; the rest in its JSON metadata): no pickle."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"net.{k}": v.detach().cpu().contiguous() for k, v in s.net.state_dict().items()}
-    tensors.update(mean=torch.from_numpy(np.ascontiguousarray(s.mean)), std=torch.from_numpy(np.ascontiguousarray(s.std)))
-    meta = {"version": FEATURE_VERSION, "labels": json.dumps(s.labels), "trained_on": s.trained_on,
-            "train_ua": json.dumps(s.train_ua)}
+    tensors.update(
+        mean=torch.from_numpy(np.ascontiguousarray(s.mean)), std=torch.from_numpy(np.ascontiguousarray(s.std))
+    )
+    meta = {
+        "version": FEATURE_VERSION,
+        "labels": json.dumps(s.labels),
+        "trained_on": s.trained_on,
+        "train_ua": json.dumps(s.train_ua),
+    }
     tmp = path.with_name(path.name + ".tmp")
     safetensors.torch.save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)

@@ -28,30 +28,34 @@ def main() -> None:
     res = run_benchmark(args.model, stream_seconds=args.seconds, repeats=500)
     res["command"] = "python benchmarks/runtime/run.py " + " ".join(sys.argv[1:])
     res["machine"].update({k: v for k, v in machine().items() if k in ("git_commit", "cpu")})
-    res["model"] = str(Path(res["model"]).resolve().relative_to(REPO)) if Path(res["model"]).resolve().is_relative_to(REPO) else res["model"]
+    res["model"] = (
+        str(Path(res["model"]).resolve().relative_to(REPO))
+        if Path(res["model"]).resolve().is_relative_to(REPO)
+        else res["model"]
+    )
     args.out.mkdir(parents=True, exist_ok=True)
     (args.out / "results.json").write_text(json.dumps(res, indent=2) + "\n")
     lat, st = res["window_latency_ms"], res["stream"]
     md = f"""# Runtime benchmark
 
-Command: `{res['command']}` (git {res['machine'].get('git_commit', '?')}), model `{res['model']}`
-({res['model_bytes'] / 1e6:.2f} MB fp32), ONNX Runtime {res['machine']['onnxruntime']} on one thread,
-{res['machine'].get('cpu')} ({res['machine']['cores']} cores), Python {res['machine']['python']}, numpy {res['machine']['numpy']}.
-Audio: the bundled demo clips (real speech) looped to {st['audio_s']:.0f} s, fed in {st['chunk_s'] * 1000:.0f} ms chunks.
+Command: `{res["command"]}` (git {res["machine"].get("git_commit", "?")}), model `{res["model"]}`
+({res["model_bytes"] / 1e6:.2f} MB fp32), ONNX Runtime {res["machine"]["onnxruntime"]} on one thread,
+{res["machine"].get("cpu")} ({res["machine"]["cores"]} cores), Python {res["machine"]["python"]}, numpy {res["machine"]["numpy"]}.
+Audio: the bundled demo clips (real speech) looped to {st["audio_s"]:.0f} s, fed in {st["chunk_s"] * 1000:.0f} ms chunks.
 
 | measure | value |
 |---|---|
-| latency of one {res['window_s']:.2f} s window, median | {lat['median']:.3f} ms |
-| latency of one window, p99 | {lat['p99']:.3f} ms |
-| streaming CPU per second of audio (hop {res['hop_s']:.2f} s, incl. speech gate) | **{st['cpu_ms_per_audio_s']:.3f} ms** (target ≤ 2 ms) |
-| the same windows recomputed whole each hop | {res['recompute_whole_window_cpu_ms_per_audio_s']:.3f} ms |
-| real-time factor (wall time / audio time) | {st['real_time_factor']:.5f} |
-| streamed vs whole-window distribution, max abs difference | {res['stream_vs_whole_window_max_abs_prob_diff']:.1e} |
-| peak RSS of the process (Python + ORT + model) | {res['peak_rss_mb']:.1f} MB ({res['peak_rss_mb_before_model']:.1f} MB before loading the model) |
-| model file | {res['model_bytes'] / 1e6:.2f} MB |
+| latency of one {res["window_s"]:.2f} s window, median | {lat["median"]:.3f} ms |
+| latency of one window, p99 | {lat["p99"]:.3f} ms |
+| streaming CPU per second of audio (hop {res["hop_s"]:.2f} s, incl. speech gate) | **{st["cpu_ms_per_audio_s"]:.3f} ms** (target ≤ 2 ms) |
+| the same windows recomputed whole each hop | {res["recompute_whole_window_cpu_ms_per_audio_s"]:.3f} ms |
+| real-time factor (wall time / audio time) | {st["real_time_factor"]:.5f} |
+| streamed vs whole-window distribution, max abs difference | {res["stream_vs_whole_window_max_abs_prob_diff"]:.1e} |
+| peak RSS of the process (Python + ORT + model) | {res["peak_rss_mb"]:.1f} MB ({res["peak_rss_mb_before_model"]:.1f} MB before loading the model) |
+| model file | {res["model_bytes"] / 1e6:.2f} MB |
 
 The streaming cost does not grow with the window: each hop encodes only the new audio plus the
-model's receptive-field context ({res['window_s']:.2f} s window, a distribution every {res['hop_s']:.2f} s).
+model's receptive-field context ({res["window_s"]:.2f} s window, a distribution every {res["hop_s"]:.2f} s).
 For comparison (../shared/notes/methods.md, measured earlier on these machines): silero-vad 4.7 ms CPU per second of audio on one thread.
 """
     (args.out / "results.md").write_text(md)

@@ -41,6 +41,7 @@ _TAGS = ("$float", "$tuple", "$dict", "$odict", "$tensor", "$ndarray", "$npscala
 
 # ----------------------------------------------------------------------------- tagged JSON encoding
 
+
 def encode_tree(obj: Any, tensors: dict[str, torch.Tensor], prefix: str = "") -> Any:
     """``obj`` as a JSON-able tree; its tensors, numpy arrays and numpy scalars go to ``tensors`` under
     ``f"{prefix}{n}"``. Exact for None, bool, int (any size), float (NaN/inf too), str, list, tuple,
@@ -159,6 +160,7 @@ def _dtype_str(s: Any) -> str:
 
 # ----------------------------------------------------------------------------------- file level
 
+
 def _write(path: Path, tensors: dict[str, torch.Tensor], metadata: dict[str, str]) -> None:
     data = _st_save(tensors, metadata=metadata)
     tmp = path.with_name(path.name + ".tmp")
@@ -183,12 +185,13 @@ def _read(path: Path, fmt: str, what: str) -> tuple[dict[str, str], dict[str, to
     n = int.from_bytes(data[:8], "little") if len(data) >= 8 else -1
     if n < 2 or n > _MAX_HEADER or 8 + n > len(data) or data[8:9] != b"{":
         if data[:4] == b"PK\x03\x04" or data[:1] == b"\x80":  # torch.save's zip, or a bare pickle
-            raise ModelError(f"{path}: a pickle (torch.save) file, not {what}; pickles are never loaded "
-                             "since they can run code")
+            raise ModelError(
+                f"{path}: a pickle (torch.save) file, not {what}; pickles are never loaded since they can run code"
+            )
         kind = "truncated" if 2 <= n <= _MAX_HEADER and data[8:9] == b"{" else "not a safetensors file"
         raise ModelError(f"{path}: {kind}, not {what}")
     try:
-        header = json.loads(data[8:8 + n])
+        header = json.loads(data[8 : 8 + n])
         meta = header.get("__metadata__") or {}
         found = meta.get("format") if isinstance(meta, dict) else None
     except (ValueError, UnicodeDecodeError, RecursionError, AttributeError):
@@ -211,15 +214,19 @@ def _decode_field(path: Path, meta: dict[str, str], key: str, tensors: dict, wha
 
 # ------------------------------------------------------------------------------------- checkpoints
 
+
 def save_checkpoint(path: str | Path, model: EmotionNet, **summary: Any) -> None:
     """Write ``model`` (config + weights) and a ``summary`` atomically; the weights keep their names."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     weights = {k: v.detach().cpu().contiguous() for k, v in model.state_dict().items()}
     tensors = dict(weights)
-    meta = {"format": CHECKPOINT_FORMAT, "weights": json.dumps(list(weights)),
-            "config": json.dumps(encode_tree(model.cfg.to_dict(), tensors, "config:")),
-            "summary": json.dumps(encode_tree(summary, tensors, "summary:"))}
+    meta = {
+        "format": CHECKPOINT_FORMAT,
+        "weights": json.dumps(list(weights)),
+        "config": json.dumps(encode_tree(model.cfg.to_dict(), tensors, "config:")),
+        "summary": json.dumps(encode_tree(summary, tensors, "summary:")),
+    }
     _write(path, tensors, meta)
 
 
@@ -234,11 +241,19 @@ def read_checkpoint(path: str | Path) -> dict:
     names = _decode_field(path, meta, "weights", {}, what)
     config = _decode_field(path, meta, "config", tensors, what)
     summary = _decode_field(path, meta, "summary", tensors, what)
-    if not (isinstance(names, list) and all(type(k) is str and k in tensors for k in names)
-            and isinstance(config, dict) and isinstance(summary, dict)):
+    if not (
+        isinstance(names, list)
+        and all(type(k) is str and k in tensors for k in names)
+        and isinstance(config, dict)
+        and isinstance(summary, dict)
+    ):
         raise ModelError(f"{path}: damaged {what} (weights, config or summary malformed)")
-    return {"format": CHECKPOINT_FORMAT, "config": config, "state_dict": {k: tensors[k] for k in names},
-            "summary": summary}
+    return {
+        "format": CHECKPOINT_FORMAT,
+        "config": config,
+        "state_dict": {k: tensors[k] for k in names},
+        "summary": summary,
+    }
 
 
 def load_model(path: str | Path) -> EmotionNet:
@@ -254,6 +269,7 @@ def load_model(path: str | Path) -> EmotionNet:
 
 
 # ---------------------------------------------------------------------------------- training state
+
 
 def save_state(path: str | Path, state: dict) -> None:
     """Training state for resuming (atomic); round-trips exactly through :func:`load_state`."""

@@ -6,9 +6,9 @@ import contextlib
 import dataclasses
 import sys
 import tempfile
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
 
 import numpy as np
 import torch
@@ -30,8 +30,9 @@ def pick_device(spec: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_clips(clips: Sequence[Clip], sample_rate: int = 16000, what: str = "clips",
-               progress: bool = True) -> list[np.ndarray]:
+def load_clips(
+    clips: Sequence[Clip], sample_rate: int = 16000, what: str = "clips", progress: bool = True
+) -> list[np.ndarray]:
     """Decode every clip (float32 mono at ``sample_rate``). A clip that cannot be read stops the run
     with its path: training on silently dropped data is worse than an error."""
     wavs = []
@@ -68,8 +69,14 @@ class TargetAudio:
         return f"skipped {len(self.skipped)} of {n} target files that could not be read: {shown}{more}"
 
 
-def load_target_audio(clips: Sequence[Clip], sample_rate: int = 16000, max_s: float | None = DEFAULT_MAX_CLIP_S,
-                      what: str = "target clips", progress: bool = True, keep: bool = True) -> TargetAudio:
+def load_target_audio(
+    clips: Sequence[Clip],
+    sample_rate: int = 16000,
+    max_s: float | None = DEFAULT_MAX_CLIP_S,
+    what: str = "target clips",
+    progress: bool = True,
+    keep: bool = True,
+) -> TargetAudio:
     """Decode target clips, reading at most the first ``max_s`` seconds of each (None: whole files, up to
     :data:`~edgeser.audio.MAX_IN_MEMORY_S`). Unlike :func:`load_clips` an unreadable file does not stop the
     run: unlabelled target data is skipped and reported. Raises :class:`ManifestError` when no clip is
@@ -103,8 +110,11 @@ def load_target_audio(clips: Sequence[Clip], sample_rate: int = 16000, max_s: fl
     if skipped and progress:
         print(f"warning: {out.skipped_report()}", file=sys.stderr, flush=True)
     if crops and progress:
-        print(f"note: {len(crops)} {what} are longer than {max_s:g} s: only their first {max_s:g} s are used",
-              file=sys.stderr, flush=True)
+        print(
+            f"note: {len(crops)} {what} are longer than {max_s:g} s: only their first {max_s:g} s are used",
+            file=sys.stderr,
+            flush=True,
+        )
     return out
 
 
@@ -150,20 +160,25 @@ def random_crops(wavs: Sequence[np.ndarray], crop: int, rng: np.random.Generator
     for w in wavs:
         if len(w) > crop:
             s = int(rng.integers(0, len(w) - crop + 1))
-            w = w[s: s + crop]
+            w = w[s : s + crop]
         out.append(w)
     return out
 
 
-def augment(wavs: list[np.ndarray], rng: np.random.Generator, gain_db: float = 6.0,
-            noise_prob: float = 0.3, snr_db: tuple[float, float] = (15.0, 40.0)) -> list[np.ndarray]:
+def augment(
+    wavs: list[np.ndarray],
+    rng: np.random.Generator,
+    gain_db: float = 6.0,
+    noise_prob: float = 0.3,
+    snr_db: tuple[float, float] = (15.0, 40.0),
+) -> list[np.ndarray]:
     """Random gain (uniform ±``gain_db``) and, with probability ``noise_prob``, white noise at a random SNR:
     the microphones and levels of users' devices differ from the corpora's."""
     out = []
     for w in wavs:
         w = w * np.float32(10 ** (rng.uniform(-gain_db, gain_db) / 20))
         if rng.random() < noise_prob:
-            p = float(np.mean(w ** 2)) + 1e-10
+            p = float(np.mean(w**2)) + 1e-10
             snr = rng.uniform(*snr_db)
             w = w + rng.standard_normal(len(w)).astype(np.float32) * np.float32(np.sqrt(p / 10 ** (snr / 10)))
         out.append(w.astype(np.float32))
@@ -174,18 +189,24 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
     """Index batches; shuffled when ``rng`` is given (the last partial batch is kept)."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
     for s in range(0, n, batch_size):
-        yield order[s: s + batch_size]
+        yield order[s : s + batch_size]
 
 
 def _by_length(wavs: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
     order = np.argsort([len(w) for w in wavs], kind="stable")
     for s in range(0, len(order), batch_size):
-        yield order[s: s + batch_size]
+        yield order[s : s + batch_size]
 
 
 @torch.no_grad()
-def forward_all(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32,
-                what: str = "logits", max_len: int | None = None) -> np.ndarray:
+def forward_all(
+    net: EmotionNet,
+    wavs: Sequence[np.ndarray],
+    device: torch.device,
+    batch_size: int = 32,
+    what: str = "logits",
+    max_len: int | None = None,
+) -> np.ndarray:
     """Run whole clips (length-sorted batches, masked pooling) -> logits ``[N, C]`` or bottleneck
     ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling)."""
     out: list[np.ndarray | None] = [None] * len(wavs)
@@ -200,7 +221,9 @@ def forward_all(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.devic
     return np.stack(out)  # type: ignore[arg-type]
 
 
-def predict_probs(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32) -> np.ndarray:
+def predict_probs(
+    net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32
+) -> np.ndarray:
     """Softmax probabilities ``[N, C]`` in eval mode."""
     was = net.training
     net.eval()
@@ -211,8 +234,9 @@ def predict_probs(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.dev
     return _softmax(logits)
 
 
-def mc_samples(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, k: int,
-               batch_size: int = 32, seed: int = 0) -> np.ndarray:
+def mc_samples(
+    net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, k: int, batch_size: int = 32, seed: int = 0
+) -> np.ndarray:
     """``K`` MC-dropout predictions per clip -> ``[N, K, C]``. The encoder runs once per pass;
     dropout (encoder and head) is on, batch norm frozen."""
     devices = [device] if device.type == "cuda" else []

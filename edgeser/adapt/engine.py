@@ -14,9 +14,10 @@ import copy
 import hashlib
 import json
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -108,14 +109,17 @@ class FitResult:
     def message(self) -> str:
         """A short human description of the run (one or two lines)."""
         ua = self.final_target_ua
-        lines = [f"wrote {self.model} ({self.method}, {self.summary.get('train_clips')} clips, {self.epochs} epochs)"
-                 + (f"; best validation UA {self.best_val_ua:.4f}" if self.best_val_ua is not None else "")
-                 + (f"; UA on the labelled target clips (reporting only): {ua:.4f}" if ua is not None else "")]
+        lines = [
+            f"wrote {self.model} ({self.method}, {self.summary.get('train_clips')} clips, {self.epochs} epochs)"
+            + (f"; best validation UA {self.best_val_ua:.4f}" if self.best_val_ua is not None else "")
+            + (f"; UA on the labelled target clips (reporting only): {ua:.4f}" if ua is not None else "")
+        ]
         lines += [f"warning: {n}" for n in self.summary.get("notes", [])]
         return "\n".join(lines)
 
 
 # ------------------------------------------------------------------------------------------ schedules
+
 
 class Schedule:
     """A learning-rate schedule: ``before_step`` sets the rates of the step about to run (``step`` = steps
@@ -168,6 +172,7 @@ def cosine_factor(step: int, total: int) -> float:
 
 
 # ------------------------------------------------------------------------------------------ the method
+
 
 @dataclass
 class FitContext:
@@ -236,7 +241,7 @@ class Method:
     def schedule(self, opt: torch.optim.Optimizer, total: int) -> Schedule:
         return Schedule()
 
-    def identity(self, h: "hashlib._Hash") -> None:
+    def identity(self, h: hashlib._Hash) -> None:
         """Feed what makes this run this run into the resume identity: the data (clip paths in order, never
         labels that are only reported) and the teachers' answers."""
 
@@ -248,8 +253,9 @@ class Method:
         """Before each epoch: ``(indices of the clips to train on, values for the epoch's record)``."""
         return np.arange(len(self.wavs)), {}
 
-    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
-             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one batch: ``idx`` the clips' indices in ``wavs``, ``feats`` ``[B, H]`` the bottleneck
         features and ``logits`` ``[B, C]`` (float32, with gradients); and named parts to average per epoch."""
         raise NotImplementedError
@@ -280,9 +286,11 @@ class Method:
 
 # ------------------------------------------------------------------------------------------ pieces
 
+
 @torch.no_grad()
-def full_pass(net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device,
-              batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+def full_pass(
+    net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32
+) -> tuple[np.ndarray, np.ndarray]:
     """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])``, float32."""
     was = net.training
     net.eval()
@@ -313,14 +321,14 @@ def state_path_for(out: str | Path) -> Path:
     return out.with_name(out.name + ".state")
 
 
-def _hash_net(h: "hashlib._Hash", net: EmotionNet) -> None:
+def _hash_net(h: hashlib._Hash, net: EmotionNet) -> None:
     h.update(json.dumps(net.cfg.to_dict(), sort_keys=True, default=str).encode())
     for k, v in sorted(net.state_dict().items()):
         h.update(k.encode())
         h.update(v.detach().cpu().contiguous().numpy().tobytes())
 
 
-def hash_array(h: "hashlib._Hash", a: np.ndarray | None) -> None:
+def hash_array(h: hashlib._Hash, a: np.ndarray | None) -> None:
     """Feed an array (shape and float64 values, NaN as one fixed value) into ``h``."""
     if a is None:
         h.update(b"none")
@@ -329,7 +337,7 @@ def hash_array(h: "hashlib._Hash", a: np.ndarray | None) -> None:
     h.update(repr(a.shape).encode() + a.tobytes())
 
 
-def hash_clips(h: "hashlib._Hash", clips: Sequence[Clip]) -> None:
+def hash_clips(h: hashlib._Hash, clips: Sequence[Clip]) -> None:
     """Feed the clips' paths in order (never their labels) into ``h``."""
     for c in clips:
         h.update(str(c.path).encode() + b"\0")
@@ -347,34 +355,88 @@ def _identity(method: Method, cfg: FitConfig, net: EmotionNet) -> str:
     return h.hexdigest()
 
 
-def _save_state(path: Path, ctx: FitContext, opt: torch.optim.Optimizer, sched: Schedule, rng: np.random.Generator,
-                method: Method, epoch: int, best: float | None, best_epoch: int | None, history: list[dict],
-                initial: dict, summary: dict, identity: str) -> None:
+def _save_state(
+    path: Path,
+    ctx: FitContext,
+    opt: torch.optim.Optimizer,
+    sched: Schedule,
+    rng: np.random.Generator,
+    method: Method,
+    epoch: int,
+    best: float | None,
+    best_epoch: int | None,
+    history: list[dict],
+    initial: dict,
+    summary: dict,
+    identity: str,
+) -> None:
     """The one place that writes training state."""
-    save_state(path, {"version": STATE_VERSION, "identity": identity, "model": ctx.net.state_dict(),
-                      "optimizer": opt.state_dict(), "schedule": sched.state_dict(), "rng": rng_state(rng),
-                      "method": method.state_dict(), "epoch": epoch, "step": ctx.step, "best": best,
-                      "best_epoch": best_epoch, "history": history, "initial": initial, "summary": summary})
+    save_state(
+        path,
+        {
+            "version": STATE_VERSION,
+            "identity": identity,
+            "model": ctx.net.state_dict(),
+            "optimizer": opt.state_dict(),
+            "schedule": sched.state_dict(),
+            "rng": rng_state(rng),
+            "method": method.state_dict(),
+            "epoch": epoch,
+            "step": ctx.step,
+            "best": best,
+            "best_epoch": best_epoch,
+            "history": history,
+            "initial": initial,
+            "summary": summary,
+        },
+    )
 
 
-def _summary(method: Method, ctx: FitContext, history: list[dict], initial: dict, best_epoch: int | None,
-             best_val_ua: float | None, identity: str) -> dict:
+def _summary(
+    method: Method,
+    ctx: FitContext,
+    history: list[dict],
+    initial: dict,
+    best_epoch: int | None,
+    best_val_ua: float | None,
+    identity: str,
+) -> dict:
     """The summary every checkpoint carries, with the same keys whatever the method."""
     last = history[-1] if history else {}
     src = method.source_summary or {}
-    return {"method": method.name, "labels": ctx.net.labels, "source": method.source,
-            "target": method.data_description(), "train_clips": len(method.wavs), "val_clips": method.val_size(),
-            "skipped_clips": list(method.skipped), "epochs": len(history),
-            "best_epoch": best_epoch, "best_val_ua": best_val_ua, "final_target_ua": last.get("target_ua"),
-            "initial": initial, "history": history, "config": asdict(method.cfg), "device": ctx.device.type,
-            "notes": list(method.notes), "details": method.details(), "identity": identity,
-            **{k: src.get(k, "") for k in CARRIED_SUMMARY_KEYS}}
+    return {
+        "method": method.name,
+        "labels": ctx.net.labels,
+        "source": method.source,
+        "target": method.data_description(),
+        "train_clips": len(method.wavs),
+        "val_clips": method.val_size(),
+        "skipped_clips": list(method.skipped),
+        "epochs": len(history),
+        "best_epoch": best_epoch,
+        "best_val_ua": best_val_ua,
+        "final_target_ua": last.get("target_ua"),
+        "initial": initial,
+        "history": history,
+        "config": asdict(method.cfg),
+        "device": ctx.device.type,
+        "notes": list(method.notes),
+        "details": method.details(),
+        "identity": identity,
+        **{k: src.get(k, "") for k in CARRIED_SUMMARY_KEYS},
+    }
 
 
 # ------------------------------------------------------------------------------------------ the loop
 
-def fit(method: Method, out: str | Path, progress: bool = True, resume: bool = True,
-        on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+
+def fit(
+    method: Method,
+    out: str | Path,
+    progress: bool = True,
+    resume: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Run ``method`` for ``method.cfg.epochs`` epochs and write its checkpoint to ``out``.
 
     After every epoch the checkpoint (the best epoch's when the method scores epochs, else the last) and the
@@ -384,8 +446,10 @@ def fit(method: Method, out: str | Path, progress: bool = True, resume: bool = T
     the run resumably)."""
     cfg = method.cfg
     if cfg.epochs < 1 or cfg.batch_size < 2:
-        raise EdgeserError(f"need epochs >= 1 and batch size >= 2 (batch norm cannot train on one clip), "
-                           f"got {cfg.epochs} and {cfg.batch_size}")
+        raise EdgeserError(
+            f"need epochs >= 1 and batch size >= 2 (batch norm cannot train on one clip), "
+            f"got {cfg.epochs} and {cfg.batch_size}"
+        )
     out = Path(out)
     state_path = state_path_for(out)
     if not hasattr(method, "notes"):
@@ -429,10 +493,16 @@ def fit(method: Method, out: str | Path, progress: bool = True, resume: bool = T
         return FitResult(out, state_path, method.name, history, saved)
 
     trainable = sum(p.numel() for g in opt.param_groups for p in g["params"])
-    log(f"{method.name}: training {trainable:,} of {sum(p.numel() for p in net.parameters()):,} parameters on "
+    log(
+        f"{method.name}: training {trainable:,} of {sum(p.numel() for p in net.parameters()):,} parameters on "
         f"{device} for {cfg.epochs} epochs ({n} clips, {steps} steps per epoch)"
-        + (f"; target UA before {initial['target_ua']:.4f} (reported only)"
-           if initial.get("target_ua") is not None else ""), progress)
+        + (
+            f"; target UA before {initial['target_ua']:.4f} (reported only)"
+            if initial.get("target_ua") is not None
+            else ""
+        ),
+        progress,
+    )
     crop = int(cfg.crop_s * net.cfg.sample_rate)
     amp = device.type == "cuda"
     epoch = start
@@ -481,21 +551,34 @@ def fit(method: Method, out: str | Path, progress: bool = True, resume: bool = T
                 best, best_epoch = score, epoch + 1
                 saved = _summary(method, ctx, history, initial, best_epoch, record.get("val_ua"), identity)
                 save_checkpoint(out, net, **saved)
-            _save_state(state_path, ctx, opt, sched, rng, method, epoch + 1, best, best_epoch, history, initial,
-                        saved, identity)
-            log(f"{method.name} epoch {epoch + 1}: loss {record['loss']:.4f}" + method.describe_epoch(record)
-                + (f" target UA {record['target_ua']:.4f} (reported only)" if record.get("target_ua") is not None
-                   else "") + f" [{record['seconds']}s]", progress)
+            _save_state(
+                state_path, ctx, opt, sched, rng, method, epoch + 1, best, best_epoch, history, initial, saved, identity
+            )
+            log(
+                f"{method.name} epoch {epoch + 1}: loss {record['loss']:.4f}"
+                + method.describe_epoch(record)
+                + (
+                    f" target UA {record['target_ua']:.4f} (reported only)"
+                    if record.get("target_ua") is not None
+                    else ""
+                )
+                + f" [{record['seconds']}s]",
+                progress,
+            )
             if on_epoch is not None:
                 on_epoch(record)
     except KeyboardInterrupt:
-        log(f"\ninterrupted in epoch {epoch + 1}: {len(history)} epochs are saved in {state_path}; "
-            "run the same command again to resume", progress)
+        log(
+            f"\ninterrupted in epoch {epoch + 1}: {len(history)} epochs are saved in {state_path}; "
+            "run the same command again to resume",
+            progress,
+        )
         raise
     return FitResult(out, state_path, method.name, history, saved)
 
 
 # ------------------------------------------------------------------------------------------ adaptation
+
 
 def load_source(source: str | Path | EmotionNet) -> tuple[EmotionNet, str, dict]:
     """``(a private copy of the source network, a description, the source checkpoint's summary)``. An
@@ -518,8 +601,9 @@ def as_clips(target: Sequence[Clip] | str | Path) -> list[Clip]:
     return clips
 
 
-def target_labels(clips: Sequence[Clip], labels: list[str],
-                  progress: bool = True) -> tuple[np.ndarray, np.ndarray] | None:
+def target_labels(
+    clips: Sequence[Clip], labels: list[str], progress: bool = True
+) -> tuple[np.ndarray, np.ndarray] | None:
     """``(indices of labelled clips, their class indices)`` for reporting UA, or None when no clip is
     labelled. Labels are optional for adaptation, so labels outside the model's set only switch the
     report off (with a note) instead of stopping the run."""
@@ -540,8 +624,13 @@ class AdaptMethod(Method):
     and reported; clips are cut to ``cfg.max_clip_s``; target labels, when present and ``report_labels``,
     are used only to report UA -- they never reach a loss, a pseudo-label or a random draw."""
 
-    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, cfg: FitConfig,
-                 report_labels: bool = True):
+    def __init__(
+        self,
+        source: str | Path | EmotionNet,
+        target_clips: Sequence[Clip] | str | Path,
+        cfg: FitConfig,
+        report_labels: bool = True,
+    ):
         self.cfg = cfg
         self._source_arg, self._target_arg = source, target_clips
         self.report_labels = report_labels
@@ -551,8 +640,9 @@ class AdaptMethod(Method):
     def prepare(self, progress: bool) -> None:
         self.source_net, self.source, self.source_summary = load_source(self._source_arg)
         self.labels = self.source_net.labels
-        self.audio: TargetAudio = load_target_audio(as_clips(self._target_arg), self.source_net.cfg.sample_rate,
-                                                    self.cfg.max_clip_s, "target clips", progress)
+        self.audio: TargetAudio = load_target_audio(
+            as_clips(self._target_arg), self.source_net.cfg.sample_rate, self.cfg.max_clip_s, "target clips", progress
+        )
         self.clips, self.wavs = self.audio.clips, self.audio.wavs or []
         self.skipped = [str(c.path) for c, _ in self.audio.skipped]
         if self.audio.skipped:
@@ -565,5 +655,5 @@ class AdaptMethod(Method):
     def data_description(self) -> str:
         return f"{len(self.clips)} target clips (labels, if any, for reporting only)"
 
-    def identity(self, h: "hashlib._Hash") -> None:
+    def identity(self, h: hashlib._Hash) -> None:
         hash_clips(h, self.clips)

@@ -17,8 +17,8 @@ magnitude apart for reasons unrelated to which teacher is right. The measurement
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Sequence
 
 import numpy as np
 
@@ -74,8 +74,9 @@ def summarize(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return mean, mi
 
 
-def teacher_weights(mi: np.ndarray, method: str = DEFAULT_METHOD, tau: float = DEFAULT_TAU,
-                    eps: float = DEFAULT_EPS) -> np.ndarray:
+def teacher_weights(
+    mi: np.ndarray, method: str = DEFAULT_METHOD, tau: float = DEFAULT_TAU, eps: float = DEFAULT_EPS
+) -> np.ndarray:
     """``(N, T)`` uncertainty (MI or entropy, nats) per clip and teacher -> ``(N, T)`` weights summing
     to 1 over the teachers that cover the clip (NaN -> weight 0; a clip no teacher covers -> all 0).
 
@@ -123,9 +124,14 @@ class Fused:
         return np.all(np.isfinite(self.target), axis=1)
 
 
-def fuse(samples_per_teacher: Sequence[np.ndarray], method: str = DEFAULT_METHOD, tau: float = DEFAULT_TAU,
-         eps: float = DEFAULT_EPS, uncertainty: str = DEFAULT_UNCERTAINTY,
-         relative: bool = DEFAULT_RELATIVE) -> Fused:
+def fuse(
+    samples_per_teacher: Sequence[np.ndarray],
+    method: str = DEFAULT_METHOD,
+    tau: float = DEFAULT_TAU,
+    eps: float = DEFAULT_EPS,
+    uncertainty: str = DEFAULT_UNCERTAINTY,
+    relative: bool = DEFAULT_RELATIVE,
+) -> Fused:
     """Fuse teachers' ``(N, K_t, C)`` samples (``K_t`` may differ) into per-clip soft labels
     ``sum_t w_t mean_t``, weights from each teacher's ``uncertainty`` per clip: ``"entropy"``
     (``H(mean_t)``, default) or ``"mi"`` (BALD MI), minus that teacher's mean over the clips it

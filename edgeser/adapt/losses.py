@@ -5,8 +5,9 @@ from __future__ import annotations
 import torch
 
 
-def soft_cross_entropy(logits: torch.Tensor, targets: torch.Tensor,
-                       class_weights: torch.Tensor | None = None) -> torch.Tensor:
+def soft_cross_entropy(
+    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None
+) -> torch.Tensor:
     """``mean_n -sum_c w_c t_nc log p_nc``; equals KL(t || p) up to the targets' entropy, so the
     gradients are those of KL. ``targets`` rows are distributions (one-hot for hard labels)."""
     logp = torch.log_softmax(logits.float(), dim=1)

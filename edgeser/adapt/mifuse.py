@@ -14,9 +14,9 @@ from __future__ import annotations
 
 import hashlib
 import json
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -43,8 +43,16 @@ from .progress import log
 from .teachers.base import MovingTeacher, Teacher
 from .teachers.classifier import EMATeacher, ema_update
 
-__all__ = ["MIFuseConfig", "FusionMethod", "mifuse_adapt", "sfuda_adapt", "run_mifuse", "run_sfuda", "EMATeacher",
-           "ema_update"]
+__all__ = [
+    "MIFuseConfig",
+    "FusionMethod",
+    "mifuse_adapt",
+    "sfuda_adapt",
+    "run_mifuse",
+    "run_sfuda",
+    "EMATeacher",
+    "ema_update",
+]
 
 
 @dataclass
@@ -105,8 +113,14 @@ def _unique_names(teachers: Sequence[Teacher | MovingTeacher]) -> list[str]:
 class FusionMethod(AdaptMethod):
     """The student of MI-Fuse (and of LALM-SFUDA / self-training: the same loop with other teachers)."""
 
-    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path,
-                 teachers: Sequence[Teacher | MovingTeacher], cfg: MIFuseConfig, report_labels: bool = True):
+    def __init__(
+        self,
+        source: str | Path | EmotionNet,
+        target_clips: Sequence[Clip] | str | Path,
+        teachers: Sequence[Teacher | MovingTeacher],
+        cfg: MIFuseConfig,
+        report_labels: bool = True,
+    ):
         super().__init__(source, target_clips, cfg, report_labels)
         _check_cfg(cfg)
         self.cfg: MIFuseConfig = cfg
@@ -119,8 +133,9 @@ class FusionMethod(AdaptMethod):
         self.names = _unique_names(self.teachers)
         self.fixed = [i for i, t in enumerate(self.teachers) if not t.moving]
         self.moving = [i for i, t in enumerate(self.teachers) if t.moving]
-        self.name = ("mi-fuse" if self.fixed and self.moving else "lalm-sfuda" if self.fixed
-                     else "classifier-self-training")
+        self.name = (
+            "mi-fuse" if self.fixed and self.moving else "lalm-sfuda" if self.fixed else "classifier-self-training"
+        )
         if not self.fixed:
             self.notes.append("no fixed (LALM) teacher: classifier-only self-training (mean teacher), not MI-Fuse")
         self.answers: dict[int, np.ndarray] = {}
@@ -133,10 +148,14 @@ class FusionMethod(AdaptMethod):
         for i in self.fixed:
             t = self.teachers[i]
             if list(getattr(t, "labels", self.labels)) != list(self.labels):
-                raise EdgeserError(f"teacher {self.names[i]} answers in labels {list(t.labels)}, the model has "
-                                   f"{self.labels}")
-            log(f"asking {self.names[i]} for {k} samples of each of {n} clips"
-                + (" (answers are cached)" if hasattr(t, "cache") else ""), progress)
+                raise EdgeserError(
+                    f"teacher {self.names[i]} answers in labels {list(t.labels)}, the model has {self.labels}"
+                )
+            log(
+                f"asking {self.names[i]} for {k} samples of each of {n} clips"
+                + (" (answers are cached)" if hasattr(t, "cache") else ""),
+                progress,
+            )
             with teacher_clips(self.audio, t.reads_audio) as clips:
                 s = np.asarray(t.sample(clips, k), dtype=np.float64)
             if s.ndim != 3 or s.shape[0] != n or s.shape[2] != c:
@@ -155,20 +174,29 @@ class FusionMethod(AdaptMethod):
                 continue
             t = self.teachers[i]
             usage, unknown = getattr(t, "usage", None), getattr(t, "unknown_labels", None)
-            why = (f" ({usage.unparsed_answers} answers could not be parsed, {usage.missing_samples} are missing)"
-                   if usage is not None and hasattr(usage, "unparsed_answers") else
-                   f" ({unknown} answers are not in the label set {', '.join(self.labels)})" if unknown else "")
-            dead.append(f"teacher {self.names[i]} gave no usable answer for any of the {len(self.clips)} target "
-                        f"clips{why}")
+            why = (
+                f" ({usage.unparsed_answers} answers could not be parsed, {usage.missing_samples} are missing)"
+                if usage is not None and hasattr(usage, "unparsed_answers")
+                else f" ({unknown} answers are not in the label set {', '.join(self.labels)})"
+                if unknown
+                else ""
+            )
+            dead.append(
+                f"teacher {self.names[i]} gave no usable answer for any of the {len(self.clips)} target clips{why}"
+            )
         if not dead:
             return
         if len(dead) == len(self.fixed) and not self.moving:
-            raise EdgeserError(f"{self.name}: {dead[0]}; nothing to train on (check the teacher's answers and "
-                               "its label set)")
+            raise EdgeserError(
+                f"{self.name}: {dead[0]}; nothing to train on (check the teacher's answers and its label set)"
+            )
         for msg in dead:
-            rest = (f"the student trains on the {' and '.join(self.names[j] for j in self.moving)} teacher alone "
-                    "(self-training, not MI-Fuse)"
-                    if len(dead) == len(self.fixed) else "the other teachers carry the fusion")
+            rest = (
+                f"the student trains on the {' and '.join(self.names[j] for j in self.moving)} teacher alone "
+                "(self-training, not MI-Fuse)"
+                if len(dead) == len(self.fixed)
+                else "the other teachers carry the fusion"
+            )
             note = f"{msg}: it contributes nothing; {rest}"
             log(f"warning: {note}", progress)
             self.notes.append(note)
@@ -180,8 +208,9 @@ class FusionMethod(AdaptMethod):
         self.penalty = None
         if self.cfg.penalty_weight > 0:
             if not self.fixed:
-                raise EdgeserError("the co-occurrence penalty needs a fixed (LALM) teacher: its answers give the "
-                                   "co-occurrences")
+                raise EdgeserError(
+                    "the co-occurrence penalty needs a fixed (LALM) teacher: its answers give the co-occurrences"
+                )
             votes = votes_from_samples(np.concatenate([self.answers[i] for i in self.fixed], axis=1))
             votes = votes[votes.sum(axis=1) > 0]
             self.penalty = torch.from_numpy(cooccurrence_penalty(votes).astype(np.float32)).to(device)
@@ -195,7 +224,7 @@ class FusionMethod(AdaptMethod):
     def schedule(self, opt: torch.optim.Optimizer, total: int) -> FactorSchedule:
         return FactorSchedule(cosine_factor)
 
-    def identity(self, h: "hashlib._Hash") -> None:
+    def identity(self, h: hashlib._Hash) -> None:
         super().identity(h)
         for i, t in enumerate(self.teachers):
             h.update(self.names[i].encode() + b"\0")
@@ -207,8 +236,11 @@ class FusionMethod(AdaptMethod):
     def start(self, ctx: FitContext) -> dict:
         if self.report is None or not self.fixed:
             return {}
-        return {"teacher_ua": {self.names[i]: ua_of(self.report, fuse([self.answers[i]]).target, len(self.labels))
-                               for i in self.fixed}}
+        return {
+            "teacher_ua": {
+                self.names[i]: ua_of(self.report, fuse([self.answers[i]]).target, len(self.labels)) for i in self.fixed
+            }
+        }
 
     # ---- each epoch
     def begin_epoch(self, ctx: FitContext, epoch: int) -> tuple[np.ndarray, dict]:
@@ -220,12 +252,14 @@ class FusionMethod(AdaptMethod):
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
         covered = np.flatnonzero(self.fused.covered)
         if len(covered) < 2:
-            raise EdgeserError(f"{self.name}: only {len(covered)} target clips have a teacher label: nothing to "
-                               "adapt on")
+            raise EdgeserError(
+                f"{self.name}: only {len(covered)} target clips have a teacher label: nothing to adapt on"
+            )
         return covered, {"trained_clips": int(len(covered)), "fusion": fusion_stats(self.fused, self.names)}
 
-    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
-             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         t = torch.from_numpy(self.targets[idx]).to(ctx.device)
         ce = soft_cross_entropy(logits, t)
         div = diversity_loss(logits)
@@ -241,22 +275,31 @@ class FusionMethod(AdaptMethod):
     def end_epoch(self, ctx: FitContext, epoch: int, record: dict) -> None:
         if self.report is not None and self.fused is not None:
             c = len(self.labels)
-            record["teacher_ua"] = {"fused": ua_of(self.report, self.targets, c),
-                                    **{n: ua_of(self.report, self.fused.means[:, j], c)
-                                       for j, n in enumerate(self.names)}}
+            record["teacher_ua"] = {
+                "fused": ua_of(self.report, self.targets, c),
+                **{n: ua_of(self.report, self.fused.means[:, j], c) for j, n in enumerate(self.names)},
+            }
         return None
 
     def describe_epoch(self, record: dict) -> str:
         fs = record["fusion"]["teachers"]
-        return (f" (ce {record['ce']:.4f}, div {record['diversity']:.4f})"
-                + "".join(f" w[{n}] {fs[n]['mean_weight']:.2f}" for n in self.names))
+        return f" (ce {record['ce']:.4f}, div {record['diversity']:.4f})" + "".join(
+            f" w[{n}] {fs[n]['mean_weight']:.2f}" for n in self.names
+        )
 
     # ---- summary and state
     def details(self) -> dict:
-        return {"teachers": [{"name": n, "type": type(t).__name__,
-                              **(t.describe() if t.moving else {"kind": "fixed", "k": self.cfg.k_lalm})}
-                             for n, t in zip(self.names, self.teachers)],
-                "fusion": None if self.fused is None else fusion_stats(self.fused, self.names)}
+        return {
+            "teachers": [
+                {
+                    "name": n,
+                    "type": type(t).__name__,
+                    **(t.describe() if t.moving else {"kind": "fixed", "k": self.cfg.k_lalm}),
+                }
+                for n, t in zip(self.names, self.teachers)
+            ],
+            "fusion": None if self.fused is None else fusion_stats(self.fused, self.names),
+        }
 
     def state_dict(self) -> dict:
         return {"teachers": {self.names[i]: self.teachers[i].state_dict() for i in self.moving}}
@@ -266,10 +309,17 @@ class FusionMethod(AdaptMethod):
             self.teachers[i].load_state_dict(state["teachers"][self.names[i]], device)
 
 
-def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path,
-                 teachers: Sequence[Teacher | MovingTeacher], out: str | Path, cfg: MIFuseConfig | None = None,
-                 progress: bool = True, report_labels: bool = True, resume: bool = True,
-                 on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+def mifuse_adapt(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    teachers: Sequence[Teacher | MovingTeacher],
+    out: str | Path,
+    cfg: MIFuseConfig | None = None,
+    progress: bool = True,
+    report_labels: bool = True,
+    resume: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Adapt ``source`` (checkpoint path or network, never modified) to ``target_clips`` (clips, or a
     manifest / folder) with the fused labels of ``teachers`` and write the student to ``out``.
 
@@ -281,28 +331,47 @@ def mifuse_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] |
     return fit(method, out, progress=progress, resume=resume, on_epoch=on_epoch)
 
 
-def sfuda_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, lalm: Teacher | None,
-                out: str | Path, cfg: MIFuseConfig | None = None, **kwargs) -> FitResult:
+def sfuda_adapt(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    lalm: Teacher | None,
+    out: str | Path,
+    cfg: MIFuseConfig | None = None,
+    **kwargs,
+) -> FitResult:
     """LALM-SFUDA baseline: the MI-Fuse student trained on one fixed teacher's pseudo-labels alone (no
     classifier teacher, no EMA, same loss). The target is the mean of its samples (its vote distribution)
     by default -- the same term MI-Fuse fuses, so the comparison isolates what the classifier teacher and
     the weighting add; ``cfg.lalm_target="hard"`` trains on its argmax. Other arguments as
     :func:`mifuse_adapt`."""
     if lalm is None or not isinstance(lalm, Teacher):
-        raise EdgeserError("LALM-SFUDA needs a fixed (LALM) teacher: an LALMTeacher, a PredictionsTeacher or "
-                           "FixedSamples")
+        raise EdgeserError(
+            "LALM-SFUDA needs a fixed (LALM) teacher: an LALMTeacher, a PredictionsTeacher or FixedSamples"
+        )
     return mifuse_adapt(source, target_clips, [lalm], out, cfg, **kwargs)
 
 
-def run_mifuse(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-               cfg: MIFuseConfig, teacher: Teacher | None = None, **kwargs) -> FitResult:
+def run_mifuse(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: MIFuseConfig,
+    teacher: Teacher | None = None,
+    **kwargs,
+) -> FitResult:
     """Registry entry of ``mifuse``: ``teacher`` (the LALM) plus the EMA classifier teacher with its defaults."""
     if teacher is None:
         raise EdgeserError("MI-Fuse needs an LALM teacher")
     return mifuse_adapt(source, target_clips, [teacher, EMATeacher()], out, cfg, **kwargs)
 
 
-def run_sfuda(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-              cfg: MIFuseConfig, teacher: Teacher | None = None, **kwargs) -> FitResult:
+def run_sfuda(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: MIFuseConfig,
+    teacher: Teacher | None = None,
+    **kwargs,
+) -> FitResult:
     """Registry entry of ``sfuda``: ``teacher`` alone."""
     return sfuda_adapt(source, target_clips, teacher, out, cfg, **kwargs)

@@ -14,8 +14,15 @@ class Progress:
     """``with Progress(total, "adapting") as p: p.update(n, loss=0.3)``. Silent when ``enabled`` is False;
     ``unit`` (e.g. "clips") follows the count."""
 
-    def __init__(self, total: int, desc: str, enabled: bool = True, every_s: float = 0.5,
-                 log_every_s: float = 10.0, unit: str = ""):
+    def __init__(
+        self,
+        total: int,
+        desc: str,
+        enabled: bool = True,
+        every_s: float = 0.5,
+        log_every_s: float = 10.0,
+        unit: str = "",
+    ):
         self.total, self.desc, self.enabled, self.unit = total, desc, enabled, unit
         self.tty = bool(getattr(sys.stderr, "isatty", lambda: False)())
         self.every_s = every_s if self.tty else log_every_s
@@ -42,7 +49,7 @@ class Progress:
             else:
                 print(self.line(**info), file=sys.stderr, flush=True)
 
-    def __enter__(self) -> "Progress":
+    def __enter__(self) -> Progress:
         return self
 
     def __exit__(self, *exc: object) -> None:

@@ -11,8 +11,9 @@ from __future__ import annotations
 
 import dataclasses
 import importlib
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, Callable
+from typing import Any
 
 from ..errors import EdgeserError
 
@@ -46,10 +47,15 @@ class MethodSpec:
         fields = {f.name for f in dataclasses.fields(self.config)}
         unknown = sorted(k for k in settings if k not in fields)
         if unknown:
-            users = [s.name for s in METHODS.values() if all(k in {f.name for f in dataclasses.fields(s.config)}
-                                                               for k in unknown)]
-            raise EdgeserError(f"--method {self.name} has no setting {', '.join(unknown)}"
-                               + (f" (methods that have: {', '.join(users)})" if users else ""))
+            users = [
+                s.name
+                for s in METHODS.values()
+                if all(k in {f.name for f in dataclasses.fields(s.config)} for k in unknown)
+            ]
+            raise EdgeserError(
+                f"--method {self.name} has no setting {', '.join(unknown)}"
+                + (f" (methods that have: {', '.join(users)})" if users else "")
+            )
         return self.config(**settings)
 
 
@@ -58,16 +64,47 @@ def _load(ref: str) -> Any:
     return getattr(importlib.import_module(module), attr)
 
 
-METHODS: dict[str, MethodSpec] = {s.name: s for s in (
-    MethodSpec("sfuda", "lalm-sfuda", "LALM-SFUDA", "the student on the LALM's pseudo-labels alone",
-               True, "edgeser.adapt.mifuse:MIFuseConfig", "edgeser.adapt.mifuse:run_sfuda"),
-    MethodSpec("shot", "shot", "SHOT", "frozen head, information maximisation + clustering pseudo-labels (no LALM)",
-               False, "edgeser.adapt.baselines.shot:SHOTConfig", "edgeser.adapt.baselines.shot:run_shot"),
-    MethodSpec("nrc", "nrc", "NRC", "reciprocal-neighbour consistency + diversity (no LALM)",
-               False, "edgeser.adapt.baselines.nrc:NRCConfig", "edgeser.adapt.baselines.nrc:run_nrc"),
-    MethodSpec("mifuse", "mi-fuse", "MI-Fuse", "LALM + EMA classifier teachers, fused by uncertainty",
-               True, "edgeser.adapt.mifuse:MIFuseConfig", "edgeser.adapt.mifuse:run_mifuse"),
-)}
+METHODS: dict[str, MethodSpec] = {
+    s.name: s
+    for s in (
+        MethodSpec(
+            "sfuda",
+            "lalm-sfuda",
+            "LALM-SFUDA",
+            "the student on the LALM's pseudo-labels alone",
+            True,
+            "edgeser.adapt.mifuse:MIFuseConfig",
+            "edgeser.adapt.mifuse:run_sfuda",
+        ),
+        MethodSpec(
+            "shot",
+            "shot",
+            "SHOT",
+            "frozen head, information maximisation + clustering pseudo-labels (no LALM)",
+            False,
+            "edgeser.adapt.baselines.shot:SHOTConfig",
+            "edgeser.adapt.baselines.shot:run_shot",
+        ),
+        MethodSpec(
+            "nrc",
+            "nrc",
+            "NRC",
+            "reciprocal-neighbour consistency + diversity (no LALM)",
+            False,
+            "edgeser.adapt.baselines.nrc:NRCConfig",
+            "edgeser.adapt.baselines.nrc:run_nrc",
+        ),
+        MethodSpec(
+            "mifuse",
+            "mi-fuse",
+            "MI-Fuse",
+            "LALM + EMA classifier teachers, fused by uncertainty",
+            True,
+            "edgeser.adapt.mifuse:MIFuseConfig",
+            "edgeser.adapt.mifuse:run_mifuse",
+        ),
+    )
+}
 DEFAULT_METHOD = "mifuse"
 
 

@@ -14,10 +14,21 @@ from .registry import METHODS, get_method
 from .teachers.factory import LALMOptions, lalm_teacher_from_options
 
 
-def run_adaptation(source_model: str | Path, target: str | Path, method: str, out: str | Path,
-                   lalm: LALMOptions | None = None, *, k_lalm: int = 5, epochs: int | None = None, seed: int = 0,
-                   device: str | None = None, penalty_weight: float | None = None, resume: bool = True,
-                   progress: bool = True) -> FitResult:
+def run_adaptation(
+    source_model: str | Path,
+    target: str | Path,
+    method: str,
+    out: str | Path,
+    lalm: LALMOptions | None = None,
+    *,
+    k_lalm: int = 5,
+    epochs: int | None = None,
+    seed: int = 0,
+    device: str | None = None,
+    penalty_weight: float | None = None,
+    resume: bool = True,
+    progress: bool = True,
+) -> FitResult:
     """Adapt ``source_model`` to the clips of ``target`` (manifest or folder) with the registered
     ``method``. ``lalm`` describes the LALM teacher for the methods that need one (its answers are
     cached next to ``out`` unless ``lalm.cache_path`` says otherwise). Settings left None keep the
@@ -31,12 +42,15 @@ def run_adaptation(source_model: str | Path, target: str | Path, method: str, ou
     clips = read_manifest(target)
     teacher = None
     if spec.needs_teacher:
-        teacher = lalm_teacher_from_options(labels, lalm or LALMOptions(progress=progress),
-                                            Path(out).with_suffix(".lalm-cache.sqlite"))
+        teacher = lalm_teacher_from_options(
+            labels, lalm or LALMOptions(progress=progress), Path(out).with_suffix(".lalm-cache.sqlite")
+        )
         if teacher is None:
-            raise EdgeserError(f"--method {spec.name} needs an LALM teacher: --lalm-url and --lalm-model, or "
-                               f"--lalm-predictions (or use --method "
-                               f"{' / '.join(n for n, m in METHODS.items() if not m.needs_teacher)})")
+            raise EdgeserError(
+                f"--method {spec.name} needs an LALM teacher: --lalm-url and --lalm-model, or "
+                f"--lalm-predictions (or use --method "
+                f"{' / '.join(n for n, m in METHODS.items() if not m.needs_teacher)})"
+            )
     try:
         return spec.run(source_model, clips, out, cfg, teacher=teacher, progress=progress, resume=resume)
     finally:

@@ -3,13 +3,19 @@ aggregated by the majority, plurality or all-inclusive rule (see :mod:`edgeser.l
 
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 
 from ..errors import ManifestError
-from ..labels import (all_inclusive_rule, cooccurrence_penalty, listener_soft_target, majority_rule, plurality_rule,
-                      votes_from_manifest)
+from ..labels import (
+    all_inclusive_rule,
+    cooccurrence_penalty,
+    listener_soft_target,
+    majority_rule,
+    plurality_rule,
+    votes_from_manifest,
+)
 from ..manifest import Clip
 
 KINDS = ("hard", "listener", "votes-all", "votes-plurality", "votes-majority")
@@ -19,8 +25,9 @@ def _smooth(t: np.ndarray, s: float) -> np.ndarray:
     return ((1.0 - s) * t + s / t.shape[1]).astype(np.float32)
 
 
-def build_targets(clips: Sequence[Clip], labels: list[str], kind: str = "hard", smoothing: float = 0.0,
-                  with_penalty: bool = False) -> tuple[list[Clip], np.ndarray, np.ndarray | None]:
+def build_targets(
+    clips: Sequence[Clip], labels: list[str], kind: str = "hard", smoothing: float = 0.0, with_penalty: bool = False
+) -> tuple[list[Clip], np.ndarray, np.ndarray | None]:
     """-> ``(clips kept, targets [N, C], penalty [C, C] or None)``.
 
     - ``hard``: one-hot of ``label``;
@@ -45,8 +52,9 @@ def build_targets(clips: Sequence[Clip], labels: list[str], kind: str = "hard", 
                 if raw:
                     t[n] = listener_soft_target(int(idx[n]), float(raw), len(labels))
             if not any(c.extra.get("listener_recognition_pct", "").strip() for c in clips):
-                raise ManifestError("--targets listener needs a listener_recognition_pct column "
-                                    "(EmoDB's manifest has one)")
+                raise ManifestError(
+                    "--targets listener needs a listener_recognition_pct column (EmoDB's manifest has one)"
+                )
     elif kind == "votes-all":
         t = all_inclusive_rule(votes)
     elif kind == "votes-plurality":

@@ -5,9 +5,9 @@ of the best epoch by validation UA (the last epoch's without validation clips)."
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -69,8 +69,15 @@ class Supervised(Method):
 
     name = "train"
 
-    def __init__(self, train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, cfg: TrainConfig,
-                 labels: list[str] | None = None, targets: np.ndarray | None = None, penalty: np.ndarray | None = None):
+    def __init__(
+        self,
+        train_clips: Sequence[Clip],
+        val_clips: Sequence[Clip] | None,
+        cfg: TrainConfig,
+        labels: list[str] | None = None,
+        targets: np.ndarray | None = None,
+        penalty: np.ndarray | None = None,
+    ):
         self.cfg = cfg
         self.clips, self.val_clips = list(train_clips), list(val_clips or [])
         self.labels = labels or labels_of(self.clips)
@@ -83,8 +90,9 @@ class Supervised(Method):
         sr = ModelConfig(labels=self.labels, **self.cfg.model).sample_rate
         cut = int(self.cfg.max_clip_s * sr) if self.cfg.max_clip_s else None
         self.wavs = [w[:cut] for w in load_clips(self.clips, sr, "training clips", progress)]
-        self.val_wavs = ([w[:cut] for w in load_clips(self.val_clips, sr, "validation clips", progress)]
-                         if self.val_clips else None)
+        self.val_wavs = (
+            [w[:cut] for w in load_clips(self.val_clips, sr, "validation clips", progress)] if self.val_clips else None
+        )
         self.val_y = np.array([self.labels.index(c.label) for c in self.val_clips])  # type: ignore[arg-type]
 
     def build(self, device: torch.device) -> EmotionNet:
@@ -102,10 +110,11 @@ class Supervised(Method):
 
     def schedule(self, opt: torch.optim.Optimizer, total: int) -> TorchSchedule:
         lr = self.cfg.lr
-        return TorchSchedule(lambda o, n: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=n,
-                                                                               pct_start=0.15), opt, total)
+        return TorchSchedule(
+            lambda o, n: torch.optim.lr_scheduler.OneCycleLR(o, max_lr=lr, total_steps=n, pct_start=0.15), opt, total
+        )
 
-    def identity(self, h: "hashlib._Hash") -> None:
+    def identity(self, h: hashlib._Hash) -> None:
         hash_clips(h, self.clips)
         hash_clips(h, self.val_clips)
         h.update(repr(self.labels).encode())
@@ -113,8 +122,9 @@ class Supervised(Method):
         hash_array(h, self.penalty)
         h.update(repr([c.label for c in self.val_clips]).encode())
 
-    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
-             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         t = torch.from_numpy(self.targets[idx]).to(ctx.device)
         loss = soft_cross_entropy(logits, t, self.weights)
         if self.pen is not None and self.cfg.penalty_weight > 0:
@@ -132,14 +142,24 @@ class Supervised(Method):
         return f" val UA {record['val_ua']:.4f}" if "val_ua" in record else ""
 
     def details(self) -> dict:
-        return {"targets": "given distributions" if self.given_targets else "one-hot labels (smoothed)",
-                "cooccurrence_penalty": self.penalty is not None and self.cfg.penalty_weight > 0}
+        return {
+            "targets": "given distributions" if self.given_targets else "one-hot labels (smoothed)",
+            "cooccurrence_penalty": self.penalty is not None and self.cfg.penalty_weight > 0,
+        }
 
 
-def train(train_clips: Sequence[Clip], val_clips: Sequence[Clip] | None, out: str | Path,
-          cfg: TrainConfig | None = None, labels: list[str] | None = None,
-          targets: np.ndarray | None = None, penalty: np.ndarray | None = None,
-          progress: bool = True, resume: bool = True, on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+def train(
+    train_clips: Sequence[Clip],
+    val_clips: Sequence[Clip] | None,
+    out: str | Path,
+    cfg: TrainConfig | None = None,
+    labels: list[str] | None = None,
+    targets: np.ndarray | None = None,
+    penalty: np.ndarray | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Train a source classifier on labelled clips and write the best checkpoint to ``out``.
 
     ``targets`` (``[N, C]`` rows, e.g. vote distributions) replace the one-hot labels when given;

@@ -8,18 +8,17 @@ import json
 import logging
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
 
 from .._version import __version__
-from ..audio import load_audio
-from ..errors import EdgeserError
-from ..adapt.checkpoint import read_checkpoint, load_model
+from ..adapt.checkpoint import load_model, read_checkpoint
 from ..adapt.model import EmotionNet, StreamingGraph
-from ..errors import ModelError
+from ..audio import load_audio
+from ..errors import EdgeserError, ModelError
 from ..runtime.contract import FORMAT, INPUTS, METADATA_KEY, OUTPUTS, hop_samples, validate_metadata
 
 
@@ -32,12 +31,35 @@ def metadata_for(net: EmotionNet, summary: dict) -> dict:
     cfg = net.cfg
     stride = cfg.embedding_stride
     hop = hop_samples(cfg.hop_s, cfg.sample_rate, stride)
-    train = {k: summary[k] for k in ("train_clips", "val_clips", "best_epoch", "best_val_ua", "epochs",
-                                     "device", "method", "source", "target", "data") if k in summary}
-    return {"format": FORMAT, "labels": cfg.labels, "sample_rate": cfg.sample_rate, "window_s": cfg.window_s,
-            "hop_s": hop / cfg.sample_rate, "receptive_field": cfg.receptive_field, "embedding_stride": stride,
-            "embedding_dim": cfg.channels, "edgeser_version": __version__, "training": train,
-            "model_card": summary.get("model_card", "")}
+    train = {
+        k: summary[k]
+        for k in (
+            "train_clips",
+            "val_clips",
+            "best_epoch",
+            "best_val_ua",
+            "epochs",
+            "device",
+            "method",
+            "source",
+            "target",
+            "data",
+        )
+        if k in summary
+    }
+    return {
+        "format": FORMAT,
+        "labels": cfg.labels,
+        "sample_rate": cfg.sample_rate,
+        "window_s": cfg.window_s,
+        "hop_s": hop / cfg.sample_rate,
+        "receptive_field": cfg.receptive_field,
+        "embedding_stride": stride,
+        "embedding_dim": cfg.channels,
+        "edgeser_version": __version__,
+        "training": train,
+        "model_card": summary.get("model_card", ""),
+    }
 
 
 def _dims(model_path: Path) -> dict[str, list]:
@@ -83,14 +105,19 @@ def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarr
         whole = max(whole, float(np.abs(rec.predict(w, sr).probs - torch_probs(w)).max()))
         stream = EmotionStream(model, sample_rate=sr, window_s=2.0, hop_s=0.5, smoothing=0.0, gate=False)
         chunk = sr // 10
-        events = [ev for i in range(0, len(w), chunk) for ev in stream.feed(w[i: i + chunk])] + stream.flush()
+        events = [ev for i in range(0, len(w), chunk) for ev in stream.feed(w[i : i + chunk])] + stream.flush()
         for ev in events:
             a = int(round(ev.start_s * sr))
-            ref = torch_probs(w[a: a + int(round(ev.window_s * sr))])
+            ref = torch_probs(w[a : a + int(round(ev.window_s * sr))])
             streamed = max(streamed, float(np.abs(ev.raw.probs - ref).max()))
             windows += 1
-    result = {"clips": len(wavs), "windows": windows, "max_abs_prob_diff": whole,
-              "max_abs_prob_diff_streamed": streamed, "tolerance": tol}
+    result = {
+        "clips": len(wavs),
+        "windows": windows,
+        "max_abs_prob_diff": whole,
+        "max_abs_prob_diff_streamed": streamed,
+        "tolerance": tol,
+    }
     if whole > tol or streamed > tol:
         raise ParityError(f"ONNX differs from torch by {max(whole, streamed):.2e} (> {tol:g}) on real clips")
     return result
@@ -112,8 +139,13 @@ def _check_writable(out: Path) -> None:
         raise ModelError(f"{folder}: not writable")
 
 
-def export_onnx(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[str | Path] = (),
-                tol: float = 1e-4, extra_metadata: dict | None = None) -> dict:
+def export_onnx(
+    checkpoint: str | Path,
+    out: str | Path,
+    parity_audio: Sequence[str | Path] = (),
+    tol: float = 1e-4,
+    extra_metadata: dict | None = None,
+) -> dict:
     """Export ``checkpoint`` to ``out``; returns the metadata plus the parity result.
     Nothing is written at ``out`` unless the dims and parity checks pass."""
     out = Path(out)
@@ -127,7 +159,11 @@ def export_onnx(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[
     # batch >= 2 and F0 >= 2 in the example: size-1 (and 0) dims get specialised by the exporter
     audio = torch.randn(2, cfg.receptive_field + 7 * cfg.embedding_stride) * 0.1
     cache = torch.randn(2, cfg.channels, 3)
-    b, t, f = torch.export.Dim("batch"), torch.export.Dim("samples", min=cfg.receptive_field), torch.export.Dim("frames")
+    b, t, f = (
+        torch.export.Dim("batch"),
+        torch.export.Dim("samples", min=cfg.receptive_field),
+        torch.export.Dim("frames"),
+    )
     # the exporter's op registry warns once per torchvision op when torchvision is absent (we never use them)
     registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registry_log.level
@@ -136,10 +172,16 @@ def export_onnx(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[
         with warnings.catch_warnings():  # two known, harmless messages of the exporter; any other warning shows
             warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
             warnings.filterwarnings("ignore", r"# The axis name: \w+ will not be used", UserWarning)  # shared batch Dim
-            prog = torch.onnx.export(StreamingGraph(net).eval(), (audio, cache), dynamo=True, opset_version=18,
-                                     input_names=list(INPUTS), output_names=list(OUTPUTS),
-                                     dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
-                                     verbose=False)
+            prog = torch.onnx.export(
+                StreamingGraph(net).eval(),
+                (audio, cache),
+                dynamo=True,
+                opset_version=18,
+                input_names=list(INPUTS),
+                output_names=list(OUTPUTS),
+                dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
+                verbose=False,
+            )
     finally:
         registry_log.setLevel(level)
     import onnx

@@ -64,8 +64,13 @@ class EmotionFrame(SystemFrame):
 
     def to_dict(self) -> dict:
         """JSON-ready (e.g. for an RTVI server message to the app's UI)."""
-        return {"top": self.top, "changed": self.changed, "previous_top": self.previous_top,
-                "user_id": self.user_id, **self.event.to_dict()}
+        return {
+            "top": self.top,
+            "changed": self.changed,
+            "previous_top": self.previous_top,
+            "user_id": self.user_id,
+            **self.event.to_dict(),
+        }
 
     def __str__(self) -> str:
         return f"{self.name}(time: {self.event.time_s:.2f}s, top: {self.top}, changed: {self.changed})"
@@ -96,8 +101,17 @@ class EmotionProcessor(FrameProcessor):
     analysis fails, an ``ErrorFrame`` (non-fatal) goes upstream, ``failed`` holds the exception and
     the audio keeps flowing, unanalysed."""
 
-    def __init__(self, recognizer=None, *, margin: float = 0.1, persist: int = 2, annotate_transcriptions: bool = False,
-                 max_pending: int = 256, stream_options: dict | None = None, **kwargs):
+    def __init__(
+        self,
+        recognizer=None,
+        *,
+        margin: float = 0.1,
+        persist: int = 2,
+        annotate_transcriptions: bool = False,
+        max_pending: int = 256,
+        stream_options: dict | None = None,
+        **kwargs,
+    ):
         super().__init__(**kwargs)
         if recognizer is None:
             from ..runtime import Recognizer
@@ -156,8 +170,9 @@ class EmotionProcessor(FrameProcessor):
             self._format = fmt
             self._queue = asyncio.Queue(self.max_pending)
             stream = self.recognizer.stream(fmt[0], **self.stream_options)
-            self._worker = self.create_task(self._run(stream, self._queue, fmt, getattr(frame, "user_id", "")),
-                                            name=f"{self}::emotion")
+            self._worker = self.create_task(
+                self._run(stream, self._queue, fmt, getattr(frame, "user_id", "")), name=f"{self}::emotion"
+            )
         await self._queue.put(frame.audio)
 
     async def _run(self, stream, queue: asyncio.Queue, fmt: tuple[int, int], user_id: str) -> None:
@@ -192,8 +207,13 @@ class EmotionProcessor(FrameProcessor):
             p = ev.distribution.probs.astype(np.float64)
             self._turn_sum = p if self._turn_sum is None else self._turn_sum + p
             self._turn_n += 1
-        frame = EmotionFrame(event=ev, top=self.tracker.top, changed=change is not None,
-                             previous_top=change[0] if change else None, user_id=user_id)
+        frame = EmotionFrame(
+            event=ev,
+            top=self.tracker.top,
+            changed=change is not None,
+            previous_top=change[0] if change else None,
+            user_id=user_id,
+        )
         await self._call_event_handler("on_emotion", frame)
         if change is not None:
             await self._call_event_handler("on_emotion_change", change[0], change[1], frame)
@@ -203,8 +223,12 @@ class EmotionProcessor(FrameProcessor):
         if self._turn_n == 0:
             return
         mean = Distribution(self.recognizer.labels, self._turn_sum / self._turn_n)
-        frame.metadata[METADATA_KEY] = {"top": self.tracker.top, "turn_top": mean.top, "distribution": mean.to_dict(),
-                                        "events": self._turn_n}
+        frame.metadata[METADATA_KEY] = {
+            "top": self.tracker.top,
+            "turn_top": mean.top,
+            "distribution": mean.to_dict(),
+            "events": self._turn_n,
+        }
         self._turn_sum, self._turn_n = None, 0
 
     async def _catch_up(self) -> None:

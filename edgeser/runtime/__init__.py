@@ -9,5 +9,18 @@ from .recognizer import DEFAULT_MODEL, FileResult, Recognizer
 from .speech import Gate, SpeechGate
 from .stream import EmotionStream, StreamEvent
 
-__all__ = ["Recognizer", "EmotionStream", "StreamEvent", "Distribution", "OnnxModel", "FileResult", "DEFAULT_MODEL",
-           "Gate", "SpeechGate", "PCMFormat", "EmotionCallbacks", "TopTracker", "astream"]
+__all__ = [
+    "Recognizer",
+    "EmotionStream",
+    "StreamEvent",
+    "Distribution",
+    "OnnxModel",
+    "FileResult",
+    "DEFAULT_MODEL",
+    "Gate",
+    "SpeechGate",
+    "PCMFormat",
+    "EmotionCallbacks",
+    "TopTracker",
+    "astream",
+]

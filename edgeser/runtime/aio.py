@@ -35,9 +35,17 @@ def _as_stream(target: Any, sample_rate: int, options: dict):
     raise TypeError(f"astream needs a Recognizer or an EmotionStream, got {type(target).__name__}")
 
 
-async def astream(target: Any, source: AsyncIterable, *, sample_rate: int = 16000, channels: int | None = None,
-                  max_pending: int = MAX_PENDING, flush: bool = True, executor: Executor | None = None,
-                  **options: Any) -> AsyncIterator[Any]:
+async def astream(
+    target: Any,
+    source: AsyncIterable,
+    *,
+    sample_rate: int = 16000,
+    channels: int | None = None,
+    max_pending: int = MAX_PENDING,
+    flush: bool = True,
+    executor: Executor | None = None,
+    **options: Any,
+) -> AsyncIterator[Any]:
     """Stream events for an async iterable of audio chunks, never blocking the event loop.
 
     ``target`` is an ``EmotionStream`` (used as is: its state carries over between calls) or a
@@ -61,8 +69,10 @@ async def astream(target: Any, source: AsyncIterable, *, sample_rate: int = 1600
     if int(max_pending) != max_pending or max_pending < 1:
         raise ValueError(f"max_pending must be an integer >= 1, got {max_pending}")
     if not hasattr(source, "__aiter__"):
-        raise TypeError(f"astream needs an async iterable of chunks, got {type(source).__name__} "
-                        "(wrap a blocking source so that it does not block the event loop)")
+        raise TypeError(
+            f"astream needs an async iterable of chunks, got {type(source).__name__} "
+            "(wrap a blocking source so that it does not block the event loop)"
+        )
     ch = channels or getattr(stream, "channels", None) or 1
     decoder = PCMDecoder(PCMFormat(int(getattr(stream, "sample_rate", sample_rate)), int(ch)))
 

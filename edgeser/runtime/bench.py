@@ -39,8 +39,9 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def run_benchmark(model_path: str | Path | None = None, stream_seconds: float = 60.0, repeats: int = 200,
-                  chunk_s: float = 0.1) -> dict:
+def run_benchmark(
+    model_path: str | Path | None = None, stream_seconds: float = 60.0, repeats: int = 200, chunk_s: float = 0.1
+) -> dict:
     """Measure on this machine with ONNX Runtime on one thread; returns a JSON-able dict."""
     import onnxruntime as ort
 
@@ -64,7 +65,7 @@ def run_benchmark(model_path: str | Path | None = None, stream_seconds: float = 
     # streaming: CPU time per second of audio, fed in chunk_s pieces
     st = rec.stream(sample_rate=sr, smoothing=0.0, gate=True)
     step = int(chunk_s * sr)
-    chunks = [audio[i: i + step] for i in range(0, len(audio), step)]
+    chunks = [audio[i : i + step] for i in range(0, len(audio), step)]
     cpu0, wall0 = time.process_time(), time.perf_counter()
     events = [ev for c in chunks for ev in st.feed(c)]
     cpu, wall = time.process_time() - cpu0, time.perf_counter() - wall0
@@ -86,17 +87,31 @@ def run_benchmark(model_path: str | Path | None = None, stream_seconds: float = 
         "window_s": round(st.window_s, 3),
         "hop_s": st.hop / sr,
         "threads": 1,
-        "window_latency_ms": {"median": round(float(np.median(lat)), 3), "p99": round(float(np.percentile(lat, 99)), 3),
-                              "mean": round(float(lat.mean()), 3), "runs": repeats},
-        "stream": {"audio_s": round(seconds, 1), "chunk_s": chunk_s, "events": len(events),
-                   "cpu_ms_per_audio_s": round(cpu * 1000 / seconds, 3),
-                   "wall_ms_per_audio_s": round(wall * 1000 / seconds, 3),
-                   "real_time_factor": round(wall / seconds, 5)},
+        "window_latency_ms": {
+            "median": round(float(np.median(lat)), 3),
+            "p99": round(float(np.percentile(lat, 99)), 3),
+            "mean": round(float(lat.mean()), 3),
+            "runs": repeats,
+        },
+        "stream": {
+            "audio_s": round(seconds, 1),
+            "chunk_s": chunk_s,
+            "events": len(events),
+            "cpu_ms_per_audio_s": round(cpu * 1000 / seconds, 3),
+            "wall_ms_per_audio_s": round(wall * 1000 / seconds, 3),
+            "real_time_factor": round(wall / seconds, 5),
+        },
         "recompute_whole_window_cpu_ms_per_audio_s": round(float(np.median(lat)) * hops_per_s, 3),
         "stream_vs_whole_window_max_abs_prob_diff": diff,
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "peak_rss_mb_before_model": round(rss0, 1),
-        "machine": {"cpu": _cpu_name(), "cores": os.cpu_count(), "platform": platform.platform(),
-                    "python": sys.version.split()[0], "onnxruntime": ort.__version__, "numpy": np.__version__,
-                    "providers": m.providers},
+        "machine": {
+            "cpu": _cpu_name(),
+            "cores": os.cpu_count(),
+            "platform": platform.platform(),
+            "python": sys.version.split()[0],
+            "onnxruntime": ort.__version__,
+            "numpy": np.__version__,
+            "providers": m.providers,
+        },
     }

@@ -65,5 +65,13 @@ def validate_metadata(meta: Any, where: str, n_outputs: int | None = None, chann
         raise ModelError(f"{where}: embedding_dim {dim} in the metadata but the graph's cache has {channels} channels")
     if window * sr < rf:
         raise ModelError(f"{where}: window_s {window} is shorter than the receptive field ({rf / sr:.3f} s)")
-    return {**meta, "labels": list(labels), "sample_rate": sr, "receptive_field": rf, "embedding_stride": stride,
-            "embedding_dim": dim, "window_s": window, "hop_s": hop}
+    return {
+        **meta,
+        "labels": list(labels),
+        "sample_rate": sr,
+        "receptive_field": rf,
+        "embedding_stride": stride,
+        "embedding_dim": dim,
+        "window_s": window,
+        "hop_s": hop,
+    }

@@ -77,8 +77,15 @@ class EmotionCallbacks:
 
     The instance is also callable on events obtained elsewhere (e.g. from ``astream``)."""
 
-    def __init__(self, stream, on_event: OnEvent | None = None, on_change: OnChange | None = None, *,
-                 margin: float = 0.1, persist: int = 2):
+    def __init__(
+        self,
+        stream,
+        on_event: OnEvent | None = None,
+        on_change: OnChange | None = None,
+        *,
+        margin: float = 0.1,
+        persist: int = 2,
+    ):
         self.stream = stream
         self.on_event, self.on_change = on_event, on_change
         self.tracker = TopTracker(margin=margin, persist=persist)

@@ -23,9 +23,9 @@ from __future__ import annotations
 import importlib
 import queue
 import threading
+from collections.abc import Iterator
 from dataclasses import dataclass
 from types import ModuleType
-from typing import Iterator
 
 import numpy as np
 
@@ -154,7 +154,7 @@ def resolve_device(spec: int | str | None = None) -> InputDevice:
     if not found:
         raise DeviceError(f"no input device matching {spec!r}; {_describe(devices)}")
     if len({d.name for d in found}) > 1:
-        raise DeviceError(f"device name {spec!r} is ambiguous, it matches {_describe(found)[len('input devices: '):]}")
+        raise DeviceError(f"device name {spec!r} is ambiguous, it matches {_describe(found)[len('input devices: ') :]}")
     return found[0]
 
 
@@ -234,7 +234,7 @@ class Microphone:
                     pass
                 self._queue.put_nowait(None)
 
-    def open(self) -> "Microphone":
+    def open(self) -> Microphone:
         """Start the stream (idempotent)."""
         if self._closed:
             raise DeviceError("microphone stream already closed")
@@ -324,13 +324,13 @@ class Microphone:
         return block
 
     # -- protocols ---------------------------------------------------------------------------
-    def __enter__(self) -> "Microphone":
+    def __enter__(self) -> Microphone:
         return self.open()
 
     def __exit__(self, *exc) -> None:
         self.close()
 
-    def __iter__(self) -> "Microphone":
+    def __iter__(self) -> Microphone:
         return self
 
     def __next__(self) -> tuple[np.ndarray, int]:

@@ -7,8 +7,9 @@ the cache and the new audio, and the new ``embeddings [B, C, F1]``."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -55,14 +56,17 @@ class OnnxModel:
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if sorted(inputs) != sorted(INPUTS) or sorted(outputs) != sorted(OUTPUTS):
-            raise ModelError(f"{self.path}: expected inputs {list(INPUTS)} and outputs {list(OUTPUTS)}, found "
-                             f"{sorted(inputs)} and {sorted(outputs)}")
+            raise ModelError(
+                f"{self.path}: expected inputs {list(INPUTS)} and outputs {list(OUTPUTS)}, found "
+                f"{sorted(inputs)} and {sorted(outputs)}"
+            )
 
         def fixed(shape: list, axis: int) -> int | None:  # a static dim of the graph, or None
             return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else None
 
-        meta = validate_metadata(meta, str(self.path), n_outputs=fixed(outputs["logits"], 1),
-                                 channels=fixed(inputs["cache"], 1))
+        meta = validate_metadata(
+            meta, str(self.path), n_outputs=fixed(outputs["logits"], 1), channels=fixed(inputs["cache"], 1)
+        )
         self.metadata: dict[str, Any] = meta
         self.labels: list[str] = list(meta["labels"])
         self.sample_rate: int = meta["sample_rate"]
@@ -90,21 +94,29 @@ class OnnxModel:
             except Exception as e:
                 if n < rf:
                     return 0  # a graph may refuse audio shorter than its receptive field
-                raise ModelError(f"{where}: the graph fails on {n} samples of silence, which its metadata says is "
-                                 f"enough (receptive_field {rf}): "
-                                 f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}") from None
+                raise ModelError(
+                    f"{where}: the graph fails on {n} samples of silence, which its metadata says is "
+                    f"enough (receptive_field {rf}): "
+                    f"{str(e).splitlines()[0][:200] if str(e) else type(e).__name__}"
+                ) from None
             if logits.shape != (1, len(self.labels)):
-                raise ModelError(f"{where}: {len(self.labels)} labels in the metadata but the model outputs "
-                                 f"{logits.shape[1:]} scores")
+                raise ModelError(
+                    f"{where}: {len(self.labels)} labels in the metadata but the model outputs "
+                    f"{logits.shape[1:]} scores"
+                )
             if emb.ndim != 3 or emb.shape[:2] != (1, self.embedding_dim):
-                raise ModelError(f"{where}: embedding_dim {self.embedding_dim} in the metadata but the graph's "
-                                 f"embeddings have shape {emb.shape}")
+                raise ModelError(
+                    f"{where}: embedding_dim {self.embedding_dim} in the metadata but the graph's "
+                    f"embeddings have shape {emb.shape}"
+                )
             return emb.shape[2]
 
         for n, want in ((rf - 1, 0), (rf, 1), (rf + stride, 2)):
             if n > 0 and (got := frames(n)) != want:
-                raise ModelError(f"{where}: the graph gives {got} embeddings for {n} samples, the metadata "
-                                 f"(receptive_field {rf}, embedding_stride {stride}) says {want}")
+                raise ModelError(
+                    f"{where}: the graph gives {got} embeddings for {n} samples, the metadata "
+                    f"(receptive_field {rf}, embedding_stride {stride}) says {want}"
+                )
 
     @property
     def providers(self) -> list[str]:

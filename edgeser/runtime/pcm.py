@@ -56,8 +56,10 @@ def decode_pcm16(data: bytes | bytearray | memoryview, channels: int = 1) -> np.
         raise AudioError(f"invalid PCM channel count {channels!r} (1 or more)")
     buf = memoryview(data).cast("B")
     if len(buf) % (2 * channels):
-        raise AudioError(f"{len(buf)} bytes of PCM are not whole frames of {channels} channel(s) x 16 bit "
-                         f"({2 * channels} bytes each)")
+        raise AudioError(
+            f"{len(buf)} bytes of PCM are not whole frames of {channels} channel(s) x 16 bit "
+            f"({2 * channels} bytes each)"
+        )
     x = np.frombuffer(buf, dtype="<i2").astype(np.float32) * np.float32(_SCALE)
     return x.reshape(-1, channels)
 

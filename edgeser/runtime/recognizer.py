@@ -3,9 +3,9 @@ distributions for audio arrays or files of any rate, channel count and length.""
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
 
 import numpy as np
 
@@ -60,8 +60,9 @@ class Recognizer:
         self.model = model
 
     @classmethod
-    def load(cls, path: str | Path | None = None, threads: int = 1,
-             providers: Sequence[str] | None = None) -> "Recognizer":
+    def load(
+        cls, path: str | Path | None = None, threads: int = 1, providers: Sequence[str] | None = None
+    ) -> Recognizer:
         """Load ``path`` or, when ``None``, the bundled default model. ``threads`` sets ONNX Runtime's
         intra-op threads (default 1: on-device apps share the CPU). ``providers`` e.g.
         ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` with onnxruntime-gpu installed."""

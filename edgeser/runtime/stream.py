@@ -8,8 +8,8 @@ whole-window model's (same embeddings, same pooling) up to float rounding.
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import soxr
@@ -35,11 +35,16 @@ class StreamEvent:
     raw: Distribution | None  #: this window's own distribution, before smoothing
 
     def to_dict(self) -> dict:
-        return {"time_s": round(self.time_s, 3), "start_s": round(self.start_s, 3), "window_s": round(self.window_s, 3), "speech": self.speech,
-                "speech_fraction": round(self.speech_fraction, 3),
-                "top": self.distribution.top if self.distribution else None,
-                "distribution": self.distribution.to_dict() if self.distribution else None,
-                "raw": self.raw.to_dict() if self.raw else None}
+        return {
+            "time_s": round(self.time_s, 3),
+            "start_s": round(self.start_s, 3),
+            "window_s": round(self.window_s, 3),
+            "speech": self.speech,
+            "speech_fraction": round(self.speech_fraction, 3),
+            "top": self.distribution.top if self.distribution else None,
+            "distribution": self.distribution.to_dict() if self.distribution else None,
+            "raw": self.raw.to_dict() if self.raw else None,
+        }
 
 
 class EmotionStream:
@@ -59,12 +64,22 @@ class EmotionStream:
     [False, False, False]
     """
 
-    def __init__(self, model: OnnxModel, sample_rate: int = 16000, window_s: float | None = None,
-                 hop_s: float | None = None, min_window_s: float = 1.0, smoothing: float = 0.5,
-                 gate: Gate | None | bool = True, channels: int = 1):
+    def __init__(
+        self,
+        model: OnnxModel,
+        sample_rate: int = 16000,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        min_window_s: float = 1.0,
+        smoothing: float = 0.5,
+        gate: Gate | None | bool = True,
+        channels: int = 1,
+    ):
         if not isinstance(model, OnnxModel):  # e.g. a Recognizer or a path: say what to pass instead
-            raise TypeError(f"EmotionStream needs a loaded OnnxModel, got {type(model).__name__} "
-                            "(use Recognizer.stream(), or EmotionStream(OnnxModel(path)))")
+            raise TypeError(
+                f"EmotionStream needs a loaded OnnxModel, got {type(model).__name__} "
+                "(use Recognizer.stream(), or EmotionStream(OnnxModel(path)))"
+            )
         m = model
         self.model, self.labels = m, m.labels
         self.sample_rate = check_rate(sample_rate, "stream sample_rate")
@@ -88,13 +103,16 @@ class EmotionStream:
 
     def reset(self) -> None:
         """Forget all audio, embeddings and smoothing state (e.g. between utterances or files)."""
-        self._rs = None if self.sample_rate == self.model.sample_rate else soxr.ResampleStream(
-            self.sample_rate, self.model.sample_rate, 1, dtype="float32", quality="HQ")
-        self._buf = np.zeros(0, np.float32)   # audio not yet turned into embeddings (incl. context)
+        self._rs = (
+            None
+            if self.sample_rate == self.model.sample_rate
+            else soxr.ResampleStream(self.sample_rate, self.model.sample_rate, 1, dtype="float32", quality="HQ")
+        )
+        self._buf = np.zeros(0, np.float32)  # audio not yet turned into embeddings (incl. context)
         self._emb = np.zeros((1, self.model.embedding_dim, 0), np.float32)
-        self._pending = 0                     # samples received since the last emission
-        self._consumed = 0                    # model-rate samples received in total
-        self._n_emb = 0                       # embeddings computed in total
+        self._pending = 0  # samples received since the last emission
+        self._consumed = 0  # model-rate samples received in total
+        self._n_emb = 0  # embeddings computed in total
         self._smooth: np.ndarray | None = None
         self._pcm.reset()
         if self.gate is not None:
@@ -117,7 +135,11 @@ class EmotionStream:
 
     def flush(self) -> list[StreamEvent]:
         """End of input: emit a last event for the audio received since the last one (if enough)."""
-        x = self._rs.resample_chunk(np.zeros(0, np.float32), last=True) if self._rs is not None else np.zeros(0, np.float32)
+        x = (
+            self._rs.resample_chunk(np.zeros(0, np.float32), last=True)
+            if self._rs is not None
+            else np.zeros(0, np.float32)
+        )
         events = self._push(x)
         if self._pending >= self.model.embedding_stride:
             ev = self._step(final=True)
@@ -153,11 +175,11 @@ class EmotionStream:
             return None
         have = self._emb.shape[2]
         keep = max(0, min(have, self.window_emb - n_new))
-        cache = self._emb[:, :, have - keep:]
+        cache = self._emb[:, :, have - keep :]
         logits, emb = m.run(self._buf[None, : m.receptive_field + (n_new - 1) * m.embedding_stride], cache)
-        self._buf = self._buf[n_new * m.embedding_stride:]
+        self._buf = self._buf[n_new * m.embedding_stride :]
         self._n_emb += n_new
-        self._emb = np.concatenate([cache, emb], axis=2)[:, :, -self.window_emb:]
+        self._emb = np.concatenate([cache, emb], axis=2)[:, :, -self.window_emb :]
         n = self._emb.shape[2]
         if n < self.min_emb and not final:
             return None
@@ -167,9 +189,18 @@ class EmotionStream:
         raw = Distribution(self.labels, probs, speech_fraction=frac)
         smoothed = None
         if speech:
-            self._smooth = probs if self._smooth is None else self.smoothing * self._smooth + (1 - self.smoothing) * probs
+            self._smooth = (
+                probs if self._smooth is None else self.smoothing * self._smooth + (1 - self.smoothing) * probs
+            )
             smoothed = Distribution(self.labels, self._smooth, speech_fraction=frac)
         window_s = (m.receptive_field + (n - 1) * m.embedding_stride) / m.sample_rate
         start_s = (self._n_emb - n) * m.embedding_stride / m.sample_rate
-        return StreamEvent(time_s=self._consumed / m.sample_rate, start_s=start_s, window_s=window_s, speech=speech,
-                           speech_fraction=frac, distribution=smoothed, raw=raw if speech else None)
+        return StreamEvent(
+            time_s=self._consumed / m.sample_rate,
+            start_s=start_s,
+            window_s=window_s,
+            speech=speech,
+            speech_fraction=frac,
+            distribution=smoothed,
+            raw=raw if speech else None,
+        )

@@ -6,8 +6,9 @@ source). Both need the ``[adapt]`` extra (torch)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from ..manifest import Clip
 
@@ -23,8 +24,14 @@ def demo_clip_list() -> list[Clip]:
     return read_manifest(demo_manifest())
 
 
-def tiny_checkpoint(out: str | Path, clips: Sequence[Clip] | None = None, epochs: int = 1, batch_size: int = 4,
-                    seed: int = 0, **model: Any) -> Path:
+def tiny_checkpoint(
+    out: str | Path,
+    clips: Sequence[Clip] | None = None,
+    epochs: int = 1,
+    batch_size: int = 4,
+    seed: int = 0,
+    **model: Any,
+) -> Path:
     """Train a tiny EmotionNet on ``clips`` (default: the demo clips, also used for validation) and write
     its checkpoint to ``out``; ``model`` overrides the :data:`TINY` architecture. Returns ``out``."""
     from ..adapt.train import TrainConfig, train

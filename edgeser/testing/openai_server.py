@@ -24,8 +24,8 @@ import math
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from typing import Callable
 
 import numpy as np
 import soundfile as sf
@@ -49,7 +49,9 @@ def decode_audio_b64(data: str) -> np.ndarray:
         x, sr = sf.read(io.BytesIO(raw), dtype="float32", always_2d=True)
         return prepare(x, sr, SAMPLE_RATE, what="input_audio")
     except Exception as e:
-        raise BadRequest(f"input_audio cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})") from None
+        raise BadRequest(
+            f"input_audio cannot be decoded ({str(e).splitlines()[0] if str(e) else type(e).__name__})"
+        ) from None
 
 
 def parse_request(req: dict) -> tuple[np.ndarray, str, float, int]:
@@ -114,7 +116,9 @@ class ChatCompletionsHandler(BaseHTTPRequestHandler):
             pass
 
     def send_error_json(self, status: int, message: str, headers: dict[str, str] | None = None) -> None:
-        self.send_json(status, {"error": {"message": message, "type": "invalid_request_error", "code": status}}, headers)
+        self.send_json(
+            status, {"error": {"message": message, "type": "invalid_request_error", "code": status}}, headers
+        )
 
     def do_GET(self) -> None:
         if self.path.rstrip("/").endswith("/models"):
@@ -158,22 +162,36 @@ class ChatCompletionsHandler(BaseHTTPRequestHandler):
             "object": "chat.completion",
             "created": int(time.time()),
             "model": req.get("model") or self.model_name,
-            "choices": [{"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
-                        for i, t in enumerate(texts)],
-            "usage": {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
-                      "total_tokens": prompt_tokens + completion_tokens},
+            "choices": [
+                {"index": i, "message": {"role": "assistant", "content": t}, "finish_reason": "stop"}
+                for i, t in enumerate(texts)
+            ],
+            "usage": {
+                "prompt_tokens": prompt_tokens,
+                "completion_tokens": completion_tokens,
+                "total_tokens": prompt_tokens + completion_tokens,
+            },
         }
 
 
-def serve(answer: AnswerFn, host: str = "127.0.0.1", port: int = 0, *, model_name: str = "edgeser-stand-in",
-          handler: type[ChatCompletionsHandler] = ChatCompletionsHandler
-          ) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
+def serve(
+    answer: AnswerFn,
+    host: str = "127.0.0.1",
+    port: int = 0,
+    *,
+    model_name: str = "edgeser-stand-in",
+    handler: type[ChatCompletionsHandler] = ChatCompletionsHandler,
+) -> tuple[ThreadingHTTPServer, threading.Thread, str]:
     """Start serving in a daemon thread; returns ``(server, thread, base_url)`` with base_url
     ``http://host:port/v1``. Stop with ``server.shutdown(); server.server_close()``."""
     bound = type(f"Bound{handler.__name__}", (handler,), {"answer": staticmethod(answer), "model_name": model_name})
     server = ThreadingHTTPServer((host, port), bound)
     server.daemon_threads = True
-    thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
-                              name=f"openai-server-{server.server_address[1]}", daemon=True)
+    thread = threading.Thread(
+        target=server.serve_forever,
+        kwargs={"poll_interval": 0.05},
+        name=f"openai-server-{server.server_address[1]}",
+        daemon=True,
+    )
     thread.start()
     return server, thread, f"http://{host}:{server.server_address[1]}/v1"

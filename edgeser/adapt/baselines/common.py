@@ -26,8 +26,18 @@ from ..data import DEFAULT_MAX_CLIP_S
 from ..engine import AdaptMethod, FactorSchedule, FitConfig, as_clips, full_pass, load_source, target_labels
 from ..model import EmotionNet
 
-__all__ = ["AdaptConfig", "BaselineMethod", "param_groups", "schedule_factor", "backbone_parameters", "softmax",
-           "load_source", "as_clips", "target_labels", "full_pass"]
+__all__ = [
+    "AdaptConfig",
+    "BaselineMethod",
+    "param_groups",
+    "schedule_factor",
+    "backbone_parameters",
+    "softmax",
+    "load_source",
+    "as_clips",
+    "target_labels",
+    "full_pass",
+]
 
 
 @dataclass
@@ -63,13 +73,16 @@ def backbone_parameters(net: EmotionNet) -> list[torch.nn.Parameter]:
     return [p for m in (net.frontend, net.input_norm, net.stem, net.blocks) for p in m.parameters()]
 
 
-def param_groups(net: EmotionNet, lr: float, backbone: float | None, bottleneck: float | None,
-                 head: float | None) -> list[dict]:
+def param_groups(
+    net: EmotionNet, lr: float, backbone: float | None, bottleneck: float | None, head: float | None
+) -> list[dict]:
     """SGD parameter groups ``backbone | bottleneck | head`` with ``lr`` times each multiplier; a part
     whose multiplier is ``None`` is frozen (``requires_grad = False``) and left out."""
-    parts = {"backbone": (backbone_parameters(net), backbone),
-             "bottleneck": (list(net.bottleneck_layer.parameters()), bottleneck),
-             "head": (list(net.classifier.parameters()), head)}
+    parts = {
+        "backbone": (backbone_parameters(net), backbone),
+        "bottleneck": (list(net.bottleneck_layer.parameters()), bottleneck),
+        "head": (list(net.classifier.parameters()), head),
+    }
     covered = {id(p) for ps, _ in parts.values() for p in ps}
     if any(id(p) not in covered for p in net.parameters()):  # a new layer must be placed on purpose
         raise ModelError("EmotionNet has parameters outside backbone/bottleneck/head")

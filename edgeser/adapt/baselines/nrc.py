@@ -33,9 +33,9 @@ Where this differs from the reference:
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -76,8 +76,14 @@ class NRCConfig(AdaptConfig):
     epsilon: float = 1e-5
 
 
-def nrc_neighbours(fea_bank: torch.Tensor, idx: torch.Tensor, K: int, KK: int, nonreciprocal_weight: float = 0.1,
-                   expanded_weight: float = 0.1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+def nrc_neighbours(
+    fea_bank: torch.Tensor,
+    idx: torch.Tensor,
+    K: int,
+    KK: int,
+    nonreciprocal_weight: float = 0.1,
+    expanded_weight: float = 0.1,
+) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
     """Neighbourhoods of the clips ``idx`` in ``fea_bank`` ``[N, D]`` (rows L2-normalised; similarity =
     dot product). Returns ``(near [B, K], weight [B, K], near_near [B, K, KK], weight_near_near [B, K, KK])``:
     the ``K`` nearest of each clip (itself excluded), and the ``KK`` nearest of each of those (that
@@ -94,14 +100,22 @@ def nrc_neighbours(fea_bank: torch.Tensor, idx: torch.Tensor, K: int, KK: int, n
     sim2.scatter_(2, near.unsqueeze(2), float("-inf"))
     near_near = torch.topk(sim2, KK, dim=2).indices  # [B, K, KK]
     reciprocal = (near_near == idx.view(b, 1, 1)).any(dim=2)
-    weight = torch.where(reciprocal, torch.ones((), device=sim.device),
-                         torch.full((), nonreciprocal_weight, device=sim.device))
+    weight = torch.where(
+        reciprocal, torch.ones((), device=sim.device), torch.full((), nonreciprocal_weight, device=sim.device)
+    )
     weight_nn = torch.full(near_near.shape, expanded_weight, device=sim.device)
     return near, weight, near_near, weight_nn
 
 
-def nrc_loss(probs: torch.Tensor, score_bank: torch.Tensor, near: torch.Tensor, weight: torch.Tensor,
-             near_near: torch.Tensor, weight_nn: torch.Tensor, epsilon: float = 1e-5) -> tuple[torch.Tensor, dict]:
+def nrc_loss(
+    probs: torch.Tensor,
+    score_bank: torch.Tensor,
+    near: torch.Tensor,
+    weight: torch.Tensor,
+    near_near: torch.Tensor,
+    weight_nn: torch.Tensor,
+    epsilon: float = 1e-5,
+) -> tuple[torch.Tensor, dict]:
     """``-mean_i sum_j w_ij <p_i, s_j>`` over the neighbours and over the expanded neighbours, plus the
     diversity term ``sum_c pbar_c log pbar_c``; ``probs`` ``[B, C]`` with gradients, ``score_bank`` ``[N, C]``."""
     b = probs.shape[0]
@@ -119,8 +133,13 @@ class NRCMethod(BaselineMethod):
 
     name = "nrc"
 
-    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, cfg: NRCConfig,
-                 report_labels: bool = True):
+    def __init__(
+        self,
+        source: str | Path | EmotionNet,
+        target_clips: Sequence[Clip] | str | Path,
+        cfg: NRCConfig,
+        report_labels: bool = True,
+    ):
         super().__init__(source, target_clips, cfg, report_labels)
         self.cfg: NRCConfig = cfg
         self.fea_bank: torch.Tensor | None = None
@@ -129,8 +148,10 @@ class NRCMethod(BaselineMethod):
     def prepare(self, progress: bool) -> None:
         super().prepare(progress)
         if len(self.clips) <= max(self.cfg.K, self.cfg.KK):
-            raise ManifestError(f"NRC with K={self.cfg.K}, KK={self.cfg.KK} needs more than "
-                                f"{max(self.cfg.K, self.cfg.KK)} target clips, got {len(self.clips)}")
+            raise ManifestError(
+                f"NRC with K={self.cfg.K}, KK={self.cfg.KK} needs more than "
+                f"{max(self.cfg.K, self.cfg.KK)} target clips, got {len(self.clips)}"
+            )
 
     def start(self, ctx: FitContext) -> dict:
         feats, logits = ctx.eval_pass()
@@ -138,16 +159,18 @@ class NRCMethod(BaselineMethod):
         self.score_bank = torch.softmax(torch.from_numpy(logits).float(), dim=1).to(ctx.device)
         return {}
 
-    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
-             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         assert self.fea_bank is not None and self.score_bank is not None
         idx_t = torch.from_numpy(idx).to(ctx.device)
         probs = torch.softmax(logits, dim=1)
         with torch.no_grad():
             self.fea_bank[idx_t] = F.normalize(feats.detach(), dim=1)
             self.score_bank[idx_t] = probs.detach()
-            near, w, near_near, w_nn = nrc_neighbours(self.fea_bank, idx_t, self.cfg.K, self.cfg.KK,
-                                                      self.cfg.nonreciprocal_weight, self.cfg.expanded_weight)
+            near, w, near_near, w_nn = nrc_neighbours(
+                self.fea_bank, idx_t, self.cfg.K, self.cfg.KK, self.cfg.nonreciprocal_weight, self.cfg.expanded_weight
+            )
         loss, parts = nrc_loss(probs, self.score_bank, near, w, near_near, w_nn, self.cfg.epsilon)
         parts["reciprocal"] = float((w == 1.0).float().mean().item())
         return loss, parts
@@ -160,19 +183,37 @@ class NRCMethod(BaselineMethod):
         self.score_bank = state["score_bank"].to(device)
 
 
-def nrc_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-              cfg: NRCConfig | None = None, progress: bool = True, resume: bool = True, report_labels: bool = True,
-              on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+def nrc_adapt(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: NRCConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    report_labels: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Adapt ``source`` (checkpoint path or network, never modified) to the unlabelled ``target_clips``
     (clips, or a manifest/folder) with NRC and write an ordinary EmotionNet checkpoint to ``out``
     (``edgeser export`` turns it into ONNX); the training state, memory banks included, goes to
     ``<out>.state`` after each epoch and an interrupted run resumes from it. Target labels, if present,
     are only used to report UA."""
-    return fit(NRCMethod(source, target_clips, cfg or NRCConfig(), report_labels), out, progress=progress,
-               resume=resume, on_epoch=on_epoch)
+    return fit(
+        NRCMethod(source, target_clips, cfg or NRCConfig(), report_labels),
+        out,
+        progress=progress,
+        resume=resume,
+        on_epoch=on_epoch,
+    )
 
 
-def run_nrc(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-            cfg: NRCConfig, teacher: object = None, **kwargs) -> FitResult:
+def run_nrc(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: NRCConfig,
+    teacher: object = None,
+    **kwargs,
+) -> FitResult:
     """Registry entry of ``nrc`` (no teacher)."""
     return nrc_adapt(source, target_clips, out, cfg, **kwargs)

@@ -33,9 +33,9 @@ Where this differs from the reference (stated so that the baseline numbers are r
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Sequence
 
 import numpy as np
 import torch
@@ -114,8 +114,13 @@ class SHOTMethod(BaselineMethod):
 
     name = "shot"
 
-    def __init__(self, source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, cfg: SHOTConfig,
-                 report_labels: bool = True):
+    def __init__(
+        self,
+        source: str | Path | EmotionNet,
+        target_clips: Sequence[Clip] | str | Path,
+        cfg: SHOTConfig,
+        report_labels: bool = True,
+    ):
         super().__init__(source, target_clips, cfg, report_labels)
         self.cfg: SHOTConfig = cfg
         self.pseudo: torch.Tensor | None = None
@@ -133,8 +138,9 @@ class SHOTMethod(BaselineMethod):
             info["pseudo_label_ua"] = float(unweighted_accuracy(y, labels[idx], logits.shape[1]))
         return pool, info
 
-    def loss(self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor,
-             logits: torch.Tensor) -> tuple[torch.Tensor, dict[str, float]]:
+    def loss(
+        self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, float]]:
         im = information_maximization(logits, self.cfg.epsilon)
         loss = self.cfg.ent_par * im
         parts = {"im": im.item()}
@@ -146,18 +152,36 @@ class SHOTMethod(BaselineMethod):
         return loss, parts
 
 
-def shot_adapt(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-               cfg: SHOTConfig | None = None, progress: bool = True, resume: bool = True, report_labels: bool = True,
-               on_epoch: Callable[[dict], None] | None = None) -> FitResult:
+def shot_adapt(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: SHOTConfig | None = None,
+    progress: bool = True,
+    resume: bool = True,
+    report_labels: bool = True,
+    on_epoch: Callable[[dict], None] | None = None,
+) -> FitResult:
     """Adapt ``source`` (checkpoint path or network, never modified) to the unlabelled ``target_clips``
     (clips, or a manifest/folder) with SHOT and write an ordinary EmotionNet checkpoint to ``out``
     (``edgeser export`` turns it into ONNX); training state goes to ``<out>.state`` after each epoch and
     an interrupted run resumes from it. Target labels, if present, are only used to report UA."""
-    return fit(SHOTMethod(source, target_clips, cfg or SHOTConfig(), report_labels), out, progress=progress,
-               resume=resume, on_epoch=on_epoch)
+    return fit(
+        SHOTMethod(source, target_clips, cfg or SHOTConfig(), report_labels),
+        out,
+        progress=progress,
+        resume=resume,
+        on_epoch=on_epoch,
+    )
 
 
-def run_shot(source: str | Path | EmotionNet, target_clips: Sequence[Clip] | str | Path, out: str | Path,
-             cfg: SHOTConfig, teacher: object = None, **kwargs) -> FitResult:
+def run_shot(
+    source: str | Path | EmotionNet,
+    target_clips: Sequence[Clip] | str | Path,
+    out: str | Path,
+    cfg: SHOTConfig,
+    teacher: object = None,
+    **kwargs,
+) -> FitResult:
     """Registry entry of ``shot`` (no teacher)."""
     return shot_adapt(source, target_clips, out, cfg, **kwargs)

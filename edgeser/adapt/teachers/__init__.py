@@ -10,6 +10,21 @@ from .lalm import DEFAULT_PROMPT, LALMTeacher, LALMUsage, default_prompt
 from .parsing import DEFAULT_SYNONYMS, LabelParser, parse_answer
 from .predictions import PredictionsTeacher
 
-__all__ = ["Teacher", "MovingTeacher", "FixedSamples", "LALMTeacher", "LALMUsage", "PredictionsTeacher",
-           "AnswerCache", "CacheKey", "LabelParser", "parse_answer", "DEFAULT_SYNONYMS", "DEFAULT_PROMPT",
-           "default_prompt", "LALMOptions", "TeacherOptionsError", "lalm_teacher_from_options"]
+__all__ = [
+    "Teacher",
+    "MovingTeacher",
+    "FixedSamples",
+    "LALMTeacher",
+    "LALMUsage",
+    "PredictionsTeacher",
+    "AnswerCache",
+    "CacheKey",
+    "LabelParser",
+    "parse_answer",
+    "DEFAULT_SYNONYMS",
+    "DEFAULT_PROMPT",
+    "default_prompt",
+    "LALMOptions",
+    "TeacherOptionsError",
+    "lalm_teacher_from_options",
+]

@@ -11,7 +11,8 @@ Two kinds, so that the adaptation loop knows what to ask when:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, Sequence
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
@@ -50,14 +51,14 @@ class MovingTeacher(ABC):
     samples: np.ndarray | None = None
 
     @abstractmethod
-    def attach(self, source: "EmotionNet", device: "torch.device", seed: int) -> None:
+    def attach(self, source: EmotionNet, device: torch.device, seed: int) -> None:
         """Start from the source network's weights (a private copy) on ``device``."""
 
     @abstractmethod
     def refresh(self, epoch: int, wavs: Sequence[np.ndarray]) -> None:
         """Before epoch ``epoch`` (0-based): re-sample ``wavs`` (decoded target clips) when due."""
 
-    def after_step(self, student: "EmotionNet") -> None:
+    def after_step(self, student: EmotionNet) -> None:  # noqa: B027 (an optional hook: nothing by default)
         """After each optimizer step of the student."""
 
     @abstractmethod
@@ -69,7 +70,7 @@ class MovingTeacher(ABC):
         """What a resumed run needs (tensors, arrays, numbers, strings, lists, dicts, None)."""
 
     @abstractmethod
-    def load_state_dict(self, state: dict, device: "torch.device") -> None:
+    def load_state_dict(self, state: dict, device: torch.device) -> None:
         """Undo :meth:`state_dict` (after :meth:`attach`)."""
 
 

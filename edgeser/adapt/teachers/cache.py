@@ -14,9 +14,9 @@ import json
 import sqlite3
 import threading
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS answers (
@@ -78,14 +78,31 @@ class AnswerCache:
             ).fetchall()
         return {r[0]: CachedAnswer(r[0], r[1], json.loads(r[2]) if r[2] else None, r[3], r[4], r[5]) for r in rows}
 
-    def put(self, key: CacheKey, answers: Iterable[tuple[int, str, dict[str, float] | None]],
-            prompt_tokens: float | None = None, completion_tokens: float | None = None) -> None:
+    def put(
+        self,
+        key: CacheKey,
+        answers: Iterable[tuple[int, str, dict[str, float] | None]],
+        prompt_tokens: float | None = None,
+        completion_tokens: float | None = None,
+    ) -> None:
         """Store ``(sample_index, text, distribution)`` answers of one request and commit; tokens are
         per-answer shares. An index already stored keeps its first answer."""
         now = time.time()
-        rows = [(key.audio_sha256, key.model, key.prompt_sha256, float(key.temperature), int(i), str(text),
-                 None if dist is None else json.dumps(dist), prompt_tokens, completion_tokens, now)
-                for i, text, dist in answers]
+        rows = [
+            (
+                key.audio_sha256,
+                key.model,
+                key.prompt_sha256,
+                float(key.temperature),
+                int(i),
+                str(text),
+                None if dist is None else json.dumps(dist),
+                prompt_tokens,
+                completion_tokens,
+                now,
+            )
+            for i, text, dist in answers
+        ]
         with self._lock:
             self._conn.executemany("INSERT OR IGNORE INTO answers VALUES (?,?,?,?,?,?,?,?,?,?)", rows)
             self._conn.commit()
@@ -99,7 +116,7 @@ class AnswerCache:
         with self._lock:
             self._conn.close()
 
-    def __enter__(self) -> "AnswerCache":
+    def __enter__(self) -> AnswerCache:
         return self
 
     def __exit__(self, *exc: object) -> None:

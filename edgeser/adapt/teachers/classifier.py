@@ -7,7 +7,7 @@ the training loop that calls it stays reproducible."""
 from __future__ import annotations
 
 import copy
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import torch
@@ -25,8 +25,16 @@ class ClassifierTeacher(Teacher):
     ``sample_wavs(wavs, k, seed=None)`` takes decoded float32 16 kHz waveforms. Both return float64
     ``(N, K, C)`` in ``net.labels`` order. ``max_len`` (samples) caps very long clips."""
 
-    def __init__(self, net: EmotionNet, device: str | torch.device | None = None, name: str = "classifier",
-                 batch_size: int = 32, seed: int = 0, max_len: int | None = None, progress: bool = False):
+    def __init__(
+        self,
+        net: EmotionNet,
+        device: str | torch.device | None = None,
+        name: str = "classifier",
+        batch_size: int = 32,
+        seed: int = 0,
+        max_len: int | None = None,
+        progress: bool = False,
+    ):
         self.net = net
         self.device = device if isinstance(device, torch.device) else pick_device(device)
         self.net.to(self.device)
@@ -78,8 +86,14 @@ class EMATeacher(MovingTeacher):
     after every step), starting as the source model, sampled ``k`` times per clip with MC dropout; its
     samples are re-drawn every ``resample_every`` epochs (seed ``seed * 100003 + epoch``) as it moves."""
 
-    def __init__(self, k: int = 8, momentum: float = 0.99, resample_every: int = 2, name: str = "classifier",
-                 batch_size: int = 32):
+    def __init__(
+        self,
+        k: int = 8,
+        momentum: float = 0.99,
+        resample_every: int = 2,
+        name: str = "classifier",
+        batch_size: int = 32,
+    ):
         self.k = check_k(k)
         if not 0.0 <= momentum < 1.0:
             raise ValueError(f"EMA momentum must be in [0, 1), got {momentum}")
@@ -104,8 +118,7 @@ class EMATeacher(MovingTeacher):
         ema_update(self.net, student, self.momentum)
 
     def describe(self) -> dict:
-        return {"kind": "ema-classifier", "k": self.k, "momentum": self.momentum,
-                "resample_every": self.resample_every}
+        return {"kind": "ema-classifier", "k": self.k, "momentum": self.momentum, "resample_every": self.resample_every}
 
     def state_dict(self) -> dict:
         assert self.net is not None, "attach() first"

@@ -3,9 +3,9 @@ benchmark and the Python API turn "an endpoint and a model" or "a predictions fi
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 from ...errors import EdgeserError
 from .base import Teacher
@@ -32,8 +32,9 @@ class LALMOptions:
     progress: bool = True
 
 
-def lalm_teacher_from_options(labels: Sequence[str], options: LALMOptions,
-                              default_cache: str | Path | None = None) -> Teacher | None:
+def lalm_teacher_from_options(
+    labels: Sequence[str], options: LALMOptions, default_cache: str | Path | None = None
+) -> Teacher | None:
     """The fixed teacher ``options`` describe, answering in ``labels`` order, or None when they describe
     none. Raises :class:`TeacherOptionsError` for contradictory options."""
     o = options
@@ -46,9 +47,16 @@ def lalm_teacher_from_options(labels: Sequence[str], options: LALMOptions,
     if o.url and o.model:
         from .lalm import LALMTeacher
 
-        return LALMTeacher(o.url, o.model, list(labels), temperature=o.temperature,
-                           cache_path=o.cache_path or default_cache, max_concurrency=o.concurrency,
-                           timeout_s=o.timeout_s, progress=o.progress)
+        return LALMTeacher(
+            o.url,
+            o.model,
+            list(labels),
+            temperature=o.temperature,
+            cache_path=o.cache_path or default_cache,
+            max_concurrency=o.concurrency,
+            timeout_s=o.timeout_s,
+            progress=o.progress,
+        )
     if o.url or o.model:
         raise TeacherOptionsError("--lalm-url and --lalm-model go together")
     return None

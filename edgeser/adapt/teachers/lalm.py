@@ -35,9 +35,9 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import wave
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -51,9 +51,11 @@ from .cache import AnswerCache, CacheKey
 from .parsing import LabelParser
 
 DEFAULT_SYSTEM = "You are an expert in recognising emotions from the sound of a speaker's voice."
-DEFAULT_PROMPT = ("Listen to the speaker's tone of voice (not the meaning of the words, which may be in any "
-                  "language). Which emotion does the speaker express: {labels}? "
-                  "Answer with exactly one word from this list and nothing else.")
+DEFAULT_PROMPT = (
+    "Listen to the speaker's tone of voice (not the meaning of the words, which may be in any "
+    "language). Which emotion does the speaker express: {labels}? "
+    "Answer with exactly one word from this list and nothing else."
+)
 MAX_BACKOFF_S = 60.0
 MAX_RETRY_AFTER_S = 300.0
 #: a chat completion of a few words is under 1 kB; 4 MB leaves room for verbose servers, never for a flood
@@ -71,7 +73,8 @@ def default_prompt(labels: Sequence[str]) -> str:
 def default_cache_path() -> Path:
     """``$EDGESER_CACHE_DIR`` or ``$XDG_CACHE_HOME/edgeser`` or ``~/.cache/edgeser``, file ``lalm_answers.sqlite``."""
     base = os.environ.get("EDGESER_CACHE_DIR") or os.path.join(
-        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeser")
+        os.environ.get("XDG_CACHE_HOME") or os.path.join(os.path.expanduser("~"), ".cache"), "edgeser"
+    )
     return Path(base) / "lalm_answers.sqlite"
 
 
@@ -167,9 +170,11 @@ class LALMUsage:
     unreadable: list = field(default_factory=list)
 
     def summary(self) -> str:
-        s = (f"{self.calls} calls ({self.failed_calls} failed), {self.cached} cached answers, "
-             f"{self.unparsed_answers} unparsed, {self.missing_samples} missing; "
-             f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion")
+        s = (
+            f"{self.calls} calls ({self.failed_calls} failed), {self.cached} cached answers, "
+            f"{self.unparsed_answers} unparsed, {self.missing_samples} missing; "
+            f"tokens {self.prompt_tokens} prompt + {self.completion_tokens} completion"
+        )
         if self.unreadable:
             s += f"; {len(self.unreadable)} unreadable clips (first: {self.unreadable[0][0]}: {self.unreadable[0][1]})"
         return s + (f"; last error: {self.last_error}" if self.failed_calls and self.last_error else "")
@@ -264,26 +269,53 @@ class LALMTeacher(Teacher):
     :func:`default_prompt`. ``cache_path`` None means :func:`default_cache_path`. ``synonyms``
     extends the parser's table (word -> label). ``usage`` describes the last ``sample`` call."""
 
-    def __init__(self, url: str, model: str, labels: Sequence[str], prompt: str | None = None,
-                 temperature: float = 1.0, api_key_env: str = "EDGESER_LALM_API_KEY",
-                 cache_path: str | Path | None = None, max_concurrency: int = 4, timeout_s: float = 60.0,
-                 max_retries: int = 5, backoff_s: float = 1.0, use_n: bool = True, sample_rate: int = 16000,
-                 progress: bool = True, *, system_prompt: str | None = DEFAULT_SYSTEM, max_tokens: int = 16,
-                 synonyms: Mapping[str, str] | None = None, max_consecutive_failures: int = 20):
+    def __init__(
+        self,
+        url: str,
+        model: str,
+        labels: Sequence[str],
+        prompt: str | None = None,
+        temperature: float = 1.0,
+        api_key_env: str = "EDGESER_LALM_API_KEY",
+        cache_path: str | Path | None = None,
+        max_concurrency: int = 4,
+        timeout_s: float = 60.0,
+        max_retries: int = 5,
+        backoff_s: float = 1.0,
+        use_n: bool = True,
+        sample_rate: int = 16000,
+        progress: bool = True,
+        *,
+        system_prompt: str | None = DEFAULT_SYSTEM,
+        max_tokens: int = 16,
+        synonyms: Mapping[str, str] | None = None,
+        max_consecutive_failures: int = 20,
+    ):
         self.labels = check_labels(labels)
         endpoint = endpoint_url(url)
         parts = urllib.parse.urlsplit(endpoint)
         # userinfo goes into an Authorization header (urllib cannot send it in the URL) and out of every message
-        self._basic = (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or "")) \
-            if parts.username is not None else None
-        self.endpoint = urllib.parse.urlunsplit((parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query,
-                                                 ""))
+        self._basic = (
+            (urllib.parse.unquote(parts.username or ""), urllib.parse.unquote(parts.password or ""))
+            if parts.username is not None
+            else None
+        )
+        self.endpoint = urllib.parse.urlunsplit(
+            (parts.scheme, parts.netloc.rpartition("@")[2], parts.path, parts.query, "")
+        )
         if not model or not isinstance(model, str):
             raise LALMError("an LALM model name is required")
-        if max_concurrency < 1 or max_retries < 0 or timeout_s <= 0 or backoff_s < 0 or max_tokens < 1 \
-                or max_consecutive_failures < 1:
-            raise ValueError("max_concurrency, max_tokens, max_consecutive_failures >= 1; max_retries, backoff_s >= 0; "
-                             "timeout_s > 0")
+        if (
+            max_concurrency < 1
+            or max_retries < 0
+            or timeout_s <= 0
+            or backoff_s < 0
+            or max_tokens < 1
+            or max_consecutive_failures < 1
+        ):
+            raise ValueError(
+                "max_concurrency, max_tokens, max_consecutive_failures >= 1; max_retries, backoff_s >= 0; timeout_s > 0"
+            )
         self.max_consecutive_failures = int(max_consecutive_failures)
         self.model, self.name = model, f"lalm:{model}"
         self.prompt = (prompt if prompt is not None else DEFAULT_PROMPT).replace("{labels}", ", ".join(self.labels))
@@ -292,8 +324,7 @@ class LALMTeacher(Teacher):
         self.max_retries, self.backoff_s, self.use_n = int(max_retries), float(backoff_s), bool(use_n)
         self.sample_rate, self.progress = int(sample_rate), bool(progress)
         self.parser = LabelParser(self.labels, synonyms)
-        self.prompt_sha256 = hashlib.sha256(
-            json.dumps([self.system_prompt or "", self.prompt]).encode()).hexdigest()
+        self.prompt_sha256 = hashlib.sha256(json.dumps([self.system_prompt or "", self.prompt]).encode()).hexdigest()
         self.cache = AnswerCache(cache_path if cache_path is not None else default_cache_path())
         key = os.environ.get(api_key_env)
         if not key and _is_openai(self.endpoint):  # an OpenAI key goes to OpenAI only, never to any --lalm-url
@@ -336,8 +367,9 @@ class LALMTeacher(Teacher):
         done = 0
         try:  # workers start inside: a Ctrl-C that lands while they start must stop them too
             for w in range(min(self.max_concurrency, len(clips))):
-                threading.Thread(target=self._worker, args=(run, jobs, results, k), daemon=True,
-                                 name=f"edgeser-lalm-{w}").start()
+                threading.Thread(
+                    target=self._worker, args=(run, jobs, results, k), daemon=True, name=f"edgeser-lalm-{w}"
+                ).start()
             with Progress(len(clips), self.name, enabled=self.progress, every_s=0.25, unit="clips") as bar:
                 while done < len(clips):
                     try:
@@ -353,19 +385,28 @@ class LALMTeacher(Teacher):
                     bar.update(1, calls=u.calls, failed=u.failed_calls, cached=u.cached)
         except KeyboardInterrupt:
             run.stop.set()
-            print(f"{self.name}: interrupted; {self.cache.count()} answers are cached in {self.cache.path},"
-                  " run again to resume", file=sys.stderr, flush=True)
+            print(
+                f"{self.name}: interrupted; {self.cache.count()} answers are cached in {self.cache.path},"
+                " run again to resume",
+                file=sys.stderr,
+                flush=True,
+            )
             raise
         finally:
             run.stop.set()
         u = self.usage
         if u.unreadable:
-            print(f"{self.name}: {len(u.unreadable)} clips could not be read and have no answers: "
-                  + "; ".join(f"{p}: {why}" for p, why in u.unreadable[:5]) + (" ..." if len(u.unreadable) > 5 else ""),
-                  file=sys.stderr, flush=True)
+            print(
+                f"{self.name}: {len(u.unreadable)} clips could not be read and have no answers: "
+                + "; ".join(f"{p}: {why}" for p, why in u.unreadable[:5])
+                + (" ..." if len(u.unreadable) > 5 else ""),
+                file=sys.stderr,
+                flush=True,
+            )
         if u.calls and not run.ok_calls and not u.cached:
-            raise LALMError(f"every request to {self.shown_endpoint} failed ({u.calls} calls); "
-                            f"last error: {u.last_error}")
+            raise LALMError(
+                f"every request to {self.shown_endpoint} failed ({u.calls} calls); last error: {u.last_error}"
+            )
         return out
 
     # --------------------------------------------------------------- workers
@@ -414,17 +455,28 @@ class LALMTeacher(Teacher):
 
     def _payload(self, b64: str, n: int | None) -> bytes:
         messages: list[dict] = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
-        messages.append({"role": "user", "content": [
-            {"type": "text", "text": self.prompt},
-            {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}}]})
-        body: dict = {"model": self.model, "messages": messages, "temperature": self.temperature,
-                      "max_tokens": self.max_tokens}
+        messages.append(
+            {
+                "role": "user",
+                "content": [
+                    {"type": "text", "text": self.prompt},
+                    {"type": "input_audio", "input_audio": {"data": b64, "format": "wav"}},
+                ],
+            }
+        )
+        body: dict = {
+            "model": self.model,
+            "messages": messages,
+            "temperature": self.temperature,
+            "max_tokens": self.max_tokens,
+        }
         if n is not None:
             body["n"] = n
         return json.dumps(body).encode()
 
-    def _store(self, key: CacheKey, indices: list[int], texts: list[str], tokens: tuple[int | None, int | None]
-               ) -> dict[int, str]:
+    def _store(
+        self, key: CacheKey, indices: list[int], texts: list[str], tokens: tuple[int | None, int | None]
+    ) -> dict[int, str]:
         share = [None if t is None else t / len(texts) for t in tokens]
         rows = []
         for i, text in zip(indices, texts):
@@ -443,9 +495,9 @@ class LALMTeacher(Teacher):
             if self.use_n and len(todo) > 1 and not self._n_rejected:
                 try:
                     texts, tokens = self._post(run, self._payload(b64, len(todo)))
-                    texts = texts[:len(todo)]
-                    got.update(self._store(key, todo[:len(texts)], texts, tokens))
-                    todo = todo[len(texts):]
+                    texts = texts[: len(todo)]
+                    got.update(self._store(key, todo[: len(texts)], texts, tokens))
+                    todo = todo[len(texts) :]
                 except _ClientError as e:
                     if e.code != 400:
                         return got
@@ -468,12 +520,15 @@ class LALMTeacher(Teacher):
             never = run.ok_calls == 0
             streak = run.dead_streak
         if never:
-            raise LALMError(f"cannot connect to the LALM endpoint {self.shown_endpoint} "
-                            f"({run.usage.last_error or 'connection refused'})") from None
+            raise LALMError(
+                f"cannot connect to the LALM endpoint {self.shown_endpoint} "
+                f"({run.usage.last_error or 'connection refused'})"
+            ) from None
         if streak >= max(2, self.max_concurrency):
-            raise LALMError(f"the LALM endpoint {self.shown_endpoint} stopped answering ({run.usage.last_error}); "
-                            f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume"
-                            ) from None
+            raise LALMError(
+                f"the LALM endpoint {self.shown_endpoint} stopped answering ({run.usage.last_error}); "
+                f"{self.cache.count()} answers are cached in {self.cache.path}, run again to resume"
+            ) from None
 
     def _fail(self, run: _Run, message: str) -> None:
         """Count a failed call (message redacted); stop the run after too many failures in a row."""
@@ -484,9 +539,11 @@ class LALMTeacher(Teacher):
             streak = run.fail_streak
         if streak >= self.max_consecutive_failures:
             run.stop.set()
-            raise LALMError(f"stopped after {streak} failed calls in a row to {self.shown_endpoint}; last error: "
-                            f"{run.usage.last_error}; {self.cache.count()} answers are cached in {self.cache.path}, "
-                            "run again to resume") from None  # the urllib error in flight carries unredacted text
+            raise LALMError(
+                f"stopped after {streak} failed calls in a row to {self.shown_endpoint}; last error: "
+                f"{run.usage.last_error}; {self.cache.count()} answers are cached in {self.cache.path}, "
+                "run again to resume"
+            ) from None  # the urllib error in flight carries unredacted text
 
     def _post(self, run: _Run, body: bytes) -> tuple[list[str], tuple[int | None, int | None]]:
         """One request with retries: ``(answer texts, (prompt_tokens, completion_tokens))``."""
@@ -523,22 +580,26 @@ class LALMTeacher(Teacher):
                     code, msg = e.code, self.redact(str(e.reason))
                 if 300 <= code < 400:
                     where = redact_url(e.headers.get("Location", "?")) if e.headers else "?"
-                    raise LALMError(f"the LALM endpoint {self.shown_endpoint} redirects (HTTP {code}) to {where}; "
-                                    "edgeser does not follow redirects (your API key goes to the configured host "
-                                    "only): use the final URL as --lalm-url") from None
+                    raise LALMError(
+                        f"the LALM endpoint {self.shown_endpoint} redirects (HTTP {code}) to {where}; "
+                        "edgeser does not follow redirects (your API key goes to the configured host "
+                        "only): use the final URL as --lalm-url"
+                    ) from None
                 self._fail(run, f"HTTP {code}: {msg}")
                 if code in (401, 403):
-                    raise LALMError(f"the LALM endpoint {self.shown_endpoint} refused access (HTTP {code}: {msg}); "
-                                    "set EDGESER_LALM_API_KEY (OPENAI_API_KEY is used for api.openai.com only)"
-                                    ) from None
+                    raise LALMError(
+                        f"the LALM endpoint {self.shown_endpoint} refused access (HTTP {code}: {msg}); "
+                        "set EDGESER_LALM_API_KEY (OPENAI_API_KEY is used for api.openai.com only)"
+                    ) from None
                 if code in (404, 405):
-                    raise LALMError(f"no chat-completions endpoint or model at {self.shown_endpoint} "
-                                    f"(HTTP {code}: {msg}); the URL should be the API base, e.g. http://host:port/v1"
-                                    ) from None
+                    raise LALMError(
+                        f"no chat-completions endpoint or model at {self.shown_endpoint} "
+                        f"(HTTP {code}: {msg}); the URL should be the API base, e.g. http://host:port/v1"
+                    ) from None
                 if code != 429 and code < 500:
                     raise _ClientError(code, msg) from None
                 wait = _retry_after(e.headers.get("Retry-After") if e.headers else None)
-            except (TimeoutError, socket.timeout) as e:
+            except TimeoutError as e:
                 dead = False
                 self._fail(run, f"timed out after {self.timeout_s:g} s ({e})")
             except urllib.error.URLError as e:
@@ -552,7 +613,7 @@ class LALMTeacher(Teacher):
             if attempt == self.max_retries:
                 break
             if wait is None:
-                wait = min(MAX_BACKOFF_S, self.backoff_s * 2 ** attempt) * (1 + 0.25 * random.random())
+                wait = min(MAX_BACKOFF_S, self.backoff_s * 2**attempt) * (1 + 0.25 * random.random())
             if run.stop.wait(min(wait, MAX_RETRY_AFTER_S)):
                 raise _Stopped()
         raise _GaveUp(dead)
@@ -566,8 +627,10 @@ class LALMTeacher(Teacher):
                 return None
             choices = sorted(choices, key=lambda c: c.get("index", 0) if isinstance(c, dict) else 0)
             usage = obj.get("usage") if isinstance(obj.get("usage"), dict) else {}
-            tok = tuple(int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
-                        for v in (usage.get("prompt_tokens"), usage.get("completion_tokens")))
+            tok = tuple(
+                int(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+                for v in (usage.get("prompt_tokens"), usage.get("completion_tokens"))
+            )
             return [_content_text(c) for c in choices], tok  # type: ignore[return-value]
         except Exception:
             return None
@@ -577,5 +640,15 @@ class LALMTeacher(Teacher):
         self.cache.close()
 
 
-__all__ = ["LALMTeacher", "LALMUsage", "DEFAULT_PROMPT", "DEFAULT_SYSTEM", "default_prompt",
-           "default_cache_path", "endpoint_url", "redact_url", "wav_bytes", "MAX_BODY_BYTES"]
+__all__ = [
+    "LALMTeacher",
+    "LALMUsage",
+    "DEFAULT_PROMPT",
+    "DEFAULT_SYSTEM",
+    "default_prompt",
+    "default_cache_path",
+    "endpoint_url",
+    "redact_url",
+    "wav_bytes",
+    "MAX_BODY_BYTES",
+]

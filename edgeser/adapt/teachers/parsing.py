@@ -26,15 +26,25 @@ from __future__ import annotations
 import json
 import math
 import re
-from typing import Iterable, Mapping
+from collections.abc import Iterable, Mapping
 
 import numpy as np
 
 #: emotion -> words that name it; see the module docstring for how groups meet a label set.
 DEFAULT_SYNONYMS: dict[str, tuple[str, ...]] = {
     "angry": ("angry", "anger", "mad", "furious", "rage", "enraged", "irate"),
-    "happy": ("happy", "happiness", "joy", "joyful", "joyous", "excited", "excitement", "glad",
-              "cheerful", "delighted"),
+    "happy": (
+        "happy",
+        "happiness",
+        "joy",
+        "joyful",
+        "joyous",
+        "excited",
+        "excitement",
+        "glad",
+        "cheerful",
+        "delighted",
+    ),
     "sad": ("sad", "sadness", "sorrow", "sorrowful", "unhappy", "melancholy", "melancholic", "grief"),
     "neutral": ("neutral", "neutrality"),
     "calm": ("calm", "calmness"),
@@ -62,8 +72,12 @@ def _norm(text: str) -> str:
 class LabelParser:
     """Maps answers to distributions over ``labels``; build once, call :meth:`parse` many times."""
 
-    def __init__(self, labels: Iterable[str], synonyms: Mapping[str, str] | None = None,
-                 groups: Mapping[str, Iterable[str]] | None = None):
+    def __init__(
+        self,
+        labels: Iterable[str],
+        synonyms: Mapping[str, str] | None = None,
+        groups: Mapping[str, Iterable[str]] | None = None,
+    ):
         self.labels = [str(x) for x in labels]
         if not self.labels or len(set(self.labels)) != len(self.labels):
             raise ValueError(f"labels must be non-empty and unique, got {self.labels}")

@@ -13,8 +13,8 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Mapping, Sequence
 from pathlib import Path
-from typing import Mapping, Sequence
 
 import numpy as np
 
@@ -85,8 +85,9 @@ class PredictionsTeacher(Teacher):
                 continue
             if not isinstance(row, list) or len(row) != c:
                 got = len(row) if isinstance(row, list) else type(row).__name__
-                raise ManifestError(f"{where}: sample {j} must be a list of {c} probabilities "
-                                    f"({', '.join(self.labels)}), got {got}")
+                raise ManifestError(
+                    f"{where}: sample {j} must be a list of {c} probabilities ({', '.join(self.labels)}), got {got}"
+                )
             if any(isinstance(v, bool) or not isinstance(v, (int, float)) for v in row):
                 raise ManifestError(f"{where}: sample {j} has a non-numeric value")
             arr = np.asarray(row, dtype=np.float64)
@@ -136,6 +137,7 @@ class PredictionsTeacher(Teacher):
             raise ManifestError(f"{self.path}: no predictions for {', '.join(missing[:3])}{more}")
         if short and not self._warned_short:
             self._warned_short = True
-            warnings.warn(f"{self.path}: {short} clip(s) have fewer than k={k} samples; padded with NaN rows",
-                          stacklevel=2)
+            warnings.warn(
+                f"{self.path}: {short} clip(s) have fewer than k={k} samples; padded with NaN rows", stacklevel=2
+            )
         return out
