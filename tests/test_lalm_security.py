@@ -7,7 +7,7 @@ from __future__ import annotations
 import json
 import threading
 import traceback
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import ThreadingHTTPServer
 from pathlib import Path
 
 import numpy as np
@@ -18,19 +18,18 @@ from edgeser.adapt.teachers import LALMTeacher
 from edgeser.adapt.teachers.lalm import redact_url
 from edgeser.errors import LALMError
 from edgeser.manifest import Clip
+from edgeser.testing.openai_server import ChatCompletionsHandler
 
 LABELS = ["neutral", "happy", "sad", "angry"]
 KEY = "sk-test-0123456789abcdef"
 
 
-class Recorder(BaseHTTPRequestHandler):
-    """Records every request; ``reply(handler)`` decides the response (set on a subclass)."""
+class Recorder(ChatCompletionsHandler):
+    """Records every request; ``reply(handler)`` decides the response (set on a subclass); ``send`` is the
+    loopback server's raw response writer."""
 
     seen: list
     reply: object
-
-    def log_message(self, *args: object) -> None:
-        pass
 
     def do_POST(self) -> None:
         length = int(self.headers.get("Content-Length") or 0)
@@ -41,16 +40,7 @@ class Recorder(BaseHTTPRequestHandler):
     do_GET = do_POST
 
     def send(self, status: int, body: bytes, headers: dict | None = None) -> None:
-        self.send_response(status)
-        self.send_header("Content-Type", "application/json")
-        self.send_header("Content-Length", str(len(body)))
-        for k, v in (headers or {}).items():
-            self.send_header(k, v)
-        self.end_headers()
-        try:
-            self.wfile.write(body)
-        except (BrokenPipeError, ConnectionResetError):
-            pass
+        self.send_raw(status, body, headers)
 
 
 def completion(text: str) -> bytes:
