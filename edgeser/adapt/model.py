@@ -9,8 +9,8 @@ audio are kept, and the head pools over the window's embeddings (see ``Streaming
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
-from typing import Iterator
 
 import torch
 from torch import nn
@@ -65,7 +65,7 @@ class ModelConfig:
         return d
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelConfig":
+    def from_dict(cls, d: dict) -> ModelConfig:
         d = dict(d)
         d["dilations"] = tuple(d.get("dilations", (1, 2, 4, 1, 2)))
         return cls(**d)
@@ -82,7 +82,7 @@ class _Block(nn.Module):
         self.crop = dilation
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, self.crop: x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x))))
+        return x[:, :, self.crop : x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x))))
 
 
 def _spec_augment(x: torch.Tensor, freq: int, time: int, n: int = 2) -> torch.Tensor:
@@ -108,11 +108,14 @@ class EmotionNet(nn.Module):
         self.frontend = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max)
         self.input_norm = nn.BatchNorm1d(cfg.n_mels)
         c = cfg.channels
-        self.stem = nn.Sequential(nn.Conv1d(cfg.n_mels, c, 3, stride=cfg.stem_stride, bias=False),
-                                  nn.BatchNorm1d(c), nn.ReLU())
+        self.stem = nn.Sequential(
+            nn.Conv1d(cfg.n_mels, c, 3, stride=cfg.stem_stride, bias=False), nn.BatchNorm1d(c), nn.ReLU()
+        )
         self.blocks = nn.Sequential(*[_Block(c, d, cfg.encoder_dropout) for d in cfg.dilations])
         self.pool_dropout = nn.Dropout(cfg.dropout)
-        self.bottleneck_layer = nn.Sequential(nn.Linear(2 * c, cfg.bottleneck), nn.BatchNorm1d(cfg.bottleneck), nn.ReLU())
+        self.bottleneck_layer = nn.Sequential(
+            nn.Linear(2 * c, cfg.bottleneck), nn.BatchNorm1d(cfg.bottleneck), nn.ReLU()
+        )
         self.head_dropout = nn.Dropout(cfg.dropout)
         self.classifier = nn.Linear(cfg.bottleneck, len(cfg.labels))
 
