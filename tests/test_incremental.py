@@ -1,0 +1,127 @@
+"""Incremental encoder (issue 10, item 1): per-layer left-context states make each call encode only new
+audio; streamed embeddings and whole-clip logits must equal the whole-clip model's."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from edgeser.adapt.model import EmotionNet, IncrementalGraph, ModelConfig, incremental_sizes
+from edgeser.audio import load_audio
+from edgeser.demo import demo_clips
+
+LABELS = ["angry", "happy", "neutral", "sad"]
+CONFIGS = [{}, {"stem_stride": 1}, {"stem_stride": 3}, {"n_fft": 512}, {"n_fft": 320, "hop_length": 128},
+           {"dilations": (1, 3)}]
+
+
+def random_net(seed: int = 0, channels: int = 16, **cfg) -> EmotionNet:
+    """A random EmotionNet in eval mode whose batch norms are not the identity."""
+    torch.manual_seed(seed)
+    net = EmotionNet(ModelConfig(labels=LABELS, channels=channels, bottleneck=16, **cfg))
+    with torch.no_grad():
+        for m in net.modules():
+            if isinstance(m, torch.nn.BatchNorm1d):
+                m.running_mean.uniform_(-1, 1)
+                m.running_var.uniform_(0.5, 2.0)
+                m.weight.uniform_(0.5, 1.5)
+                m.bias.uniform_(-0.3, 0.3)
+    return net.eval()
+
+
+@pytest.fixture(scope="module")
+def speech() -> np.ndarray:
+    """Real speech: the bundled demo clips, end to end (about 20 s)."""
+    return np.concatenate([load_audio(p, 16000) for p in demo_clips()])
+
+
+def close(a: torch.Tensor, b: torch.Tensor, tol: float = 1e-5) -> bool:
+    """``a == b`` within ``tol`` relative to the reference's scale (random nets' embeddings reach ~10)."""
+    return bool((a - b).abs().max() <= tol * max(1.0, float(b.abs().max())))
+
+
+def stream_embeddings(graph: IncrementalGraph, wav: torch.Tensor, blocks: list[int]) -> torch.Tensor:
+    """Feed ``wav`` in calls of ``blocks[i % len] * block`` samples from a zero state; all outputs."""
+    z, outs, i, j = graph.sizes, [], 0, 0
+    state = graph.initial_state(wav.shape[0])
+    with torch.no_grad():
+        while i + z.block <= wav.shape[1]:
+            k = min(blocks[j % len(blocks)], (wav.shape[1] - i) // z.block)
+            emb, *state = graph.encode(wav[:, i: i + k * z.block], *state)
+            assert [s.shape for s in state] == [s.shape for s in graph.initial_state(wav.shape[0])]
+            outs.append(emb)
+            i, j = i + k * z.block, j + 1
+    return torch.cat(outs, dim=2)
+
+
+def test_sizes_of_the_default_config():
+    z = incremental_sizes(ModelConfig(labels=LABELS))
+    assert (z.block, z.audio, z.mel, z.convs, z.conv, z.warmup, z.tail) == (320, 320, 2, (2, 4, 8, 2, 4), 20, 22, 80)
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_warmup_is_the_receptive_field_in_blocks(cfg):
+    c = ModelConfig(labels=LABELS, **cfg)
+    z = incremental_sizes(c)
+    assert z.warmup == math.ceil((c.receptive_field - c.embedding_stride) / c.embedding_stride)
+    assert 0 < z.tail <= z.block and z.tail == c.receptive_field - z.warmup * z.block
+
+
+@pytest.mark.parametrize("cfg", CONFIGS)
+def test_streamed_embeddings_equal_whole_clip(cfg):
+    net = random_net(**cfg)
+    graph = IncrementalGraph(net)
+    z = graph.sizes
+    wav = torch.randn(2, net.cfg.receptive_field + 41 * z.block + 7) * 0.1
+    ref = net.embed(wav).detach()
+    for blocks in ([1], [3, 1, 7, 2], [50]):
+        out = stream_embeddings(graph, wav, blocks)
+        valid = out[:, :, z.warmup:]
+        # every complete block is encoded once; the last whole-clip embedding needs `tail` samples more
+        assert valid.shape[2] == net.cfg.n_embeddings((wav.shape[1] // z.block) * z.block)
+        assert valid.shape[2] == ref.shape[2] - (wav.shape[1] % z.block >= z.tail)
+        assert close(valid, ref[:, :, : valid.shape[2]])
+
+
+def test_streamed_embeddings_on_real_speech(speech):
+    net = random_net(seed=1, channels=64)
+    graph = IncrementalGraph(net)
+    z = graph.sizes
+    wav = torch.from_numpy(speech[None])
+    ref = net.embed(wav).detach()
+    for blocks in ([5], [1, 2, 25, 3]):
+        valid = stream_embeddings(graph, wav, blocks)[:, :, z.warmup:]
+        assert valid.shape[2] >= ref.shape[2] - 1
+        assert close(valid, ref[:, :, : valid.shape[2]])
+
+
+@pytest.mark.parametrize("cfg", CONFIGS[:2])
+def test_whole_clip_logits_from_a_zero_state(cfg, speech):
+    net = random_net(seed=2, **cfg)
+    graph = IncrementalGraph(net)
+    z, rf = graph.sizes, net.cfg.receptive_field
+    empty = torch.zeros(1, net.cfg.channels, 0)
+    for t in (rf, rf + z.tail - 1, rf + z.tail, 16000, 16001, 16320, 33333, len(speech)):
+        wav = torch.from_numpy(speech[None, :t].copy())
+        with torch.no_grad():
+            logits, emb, *_ = graph(wav, *graph.initial_state(1), empty, torch.tensor(z.warmup))
+            ref = net(wav)
+        assert emb.shape[2] - z.warmup == net.cfg.n_embeddings(t)
+        assert close(logits, ref), t
+
+
+def test_logits_pool_the_cache_and_the_new_embeddings_without_the_skipped(speech):
+    net = random_net(seed=3)
+    graph = IncrementalGraph(net)
+    z = graph.sizes
+    wav = torch.from_numpy(speech[None, : 40 * z.block].copy())
+    with torch.no_grad():
+        emb = stream_embeddings(graph, wav, [40])
+        cache = torch.randn(1, net.cfg.channels, 6)
+        logits, out, *_ = graph(wav, *graph.initial_state(1), cache, torch.tensor(z.warmup + 3))
+        ref = net.classify_embeddings(torch.cat([cache, emb[:, :, z.warmup + 3:]], dim=2))
+    assert torch.equal(out, emb)
+    assert close(logits, ref)
