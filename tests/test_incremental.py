@@ -3,6 +3,7 @@ audio; streamed embeddings and whole-clip logits must equal the whole-clip model
 
 from __future__ import annotations
 
+import json
 import math
 
 import numpy as np
@@ -125,3 +126,67 @@ def test_logits_pool_the_cache_and_the_new_embeddings_without_the_skipped(speech
         ref = net.classify_embeddings(torch.cat([cache, emb[:, :, z.warmup + 3:]], dim=2))
     assert torch.equal(out, emb)
     assert close(logits, ref)
+
+
+# --- ONNX export (item 1, step 2) ---------------------------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from edgeser.export.incremental import export_incremental_net
+    from edgeser.export.onnx_export import metadata_for
+
+    net = random_net(seed=4)
+    out = tmp_path_factory.mktemp("incr") / "incr.onnx"
+    return net, out, export_incremental_net(net, out, metadata_for(net, {}))
+
+
+def test_export_saves_static_states_and_symbolic_batch_and_length(exported):
+    import onnx
+
+    net, path, info = exported
+    m = onnx.load(str(path))
+    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+            for v in list(m.graph.input) + list(m.graph.output)}
+    assert dims["audio_state"] == ["batch", 320] and dims["audio_state_out"] == ["batch", 320]
+    assert dims["mel_state"] == ["batch", 40, 2] and dims["conv_state"] == ["batch", 16, 20]
+    assert dims["conv_state_out"] == ["batch", 16, 20] and dims["skip"] == []
+    assert all(isinstance(d, str) for d in (dims["audio"][0], dims["audio"][1], dims["cache"][2], dims["embeddings"][2]))
+    assert any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
+    meta = json.loads({p.key: p.value for p in m.metadata_props}["edgeser"])
+    assert meta["incremental"] == {"block": 320, "warmup": 22, "tail": 80, "states": {
+        "audio_state": [320], "mel_state": [40, 2], "conv_state": [16, 20]}}
+    assert meta["receptive_field"] == 7120 and meta["labels"] == LABELS
+    p = info["parity"]
+    assert p["clips"] == 8 and max(p["max_abs_prob_diff"], p["max_abs_prob_diff_streamed"]) < 1e-5
+    assert p["max_embedding_diff_streamed"] < 1e-5
+
+
+def test_exported_graph_runs_other_batches_and_lengths(exported, speech):
+    import onnxruntime as ort
+
+    from edgeser.export.incremental import zero_state
+
+    net, path, _ = exported
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for batch, t in ((1, 320), (3, 16000), (1, 33333)):
+        x = np.stack([speech[i * 1000: i * 1000 + t] for i in range(batch)])
+        logits, emb, *states = sess.run(None, {"audio": x, **zero_state(net, batch), "skip": np.array(22, np.int64),
+                                               "cache": np.zeros((batch, 16, 0), np.float32)})
+        assert emb.shape == (batch, 16, 22 + net.cfg.n_embeddings(t)) and logits.shape == (batch, 4)
+        assert [s.shape[1:] for s in states] == [(320,), (40, 2), (16, 20)]
+        if t >= net.cfg.receptive_field:
+            with torch.no_grad():
+                ref = net(torch.from_numpy(x))
+            assert np.abs(logits - ref.numpy()).max() < 1e-4
+
+
+def test_export_refuses_on_parity_failure(tmp_path):
+    from edgeser.export.incremental import export_incremental_net
+    from edgeser.export.onnx_export import ParityError, metadata_for
+
+    net = random_net(seed=5)
+    out = tmp_path / "x.onnx"
+    with pytest.raises(ParityError):
+        export_incremental_net(net, out, metadata_for(net, {}), tol=-1.0)
+    assert not out.exists() and not (tmp_path / "x.onnx.partial").exists()
