@@ -151,7 +151,8 @@ def test_export_saves_static_states_and_symbolic_batch_and_length(exported):
     assert dims["audio_state"] == ["batch", 320] and dims["audio_state_out"] == ["batch", 320]
     assert dims["mel_state"] == ["batch", 40, 2] and dims["conv_state"] == ["batch", 16, 20]
     assert dims["conv_state_out"] == ["batch", 16, 20] and dims["skip"] == []
-    assert all(isinstance(d, str) for d in (dims["audio"][0], dims["audio"][1], dims["cache"][2], dims["embeddings"][2]))
+    symbolic = (dims["audio"][0], dims["audio"][1], dims["cache"][2], dims["embeddings"][2])
+    assert all(isinstance(d, str) for d in symbolic)
     assert any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
     meta = json.loads({p.key: p.value for p in m.metadata_props}["edgeser"])
     assert meta["incremental"] == {"block": 320, "warmup": 22, "tail": 80, "states": {
