@@ -61,8 +61,8 @@ def _identity_bn(bn: nn.BatchNorm1d, bias: np.ndarray) -> None:
 
 
 def load_onnx_weights(path: str | Path) -> EmotionNet:
-    """An ``EmotionNet`` (eval mode) computing what the edgeser ONNX graph at ``path`` computes (whole-clip
-    or incremental graph). Checked: the layers must match the metadata and the frontend edgeser's."""
+    """An ``EmotionNet`` (eval mode) computing what the edgeser whole-clip ONNX graph at ``path`` computes
+    (``export_onnx``'s graph). Checked: the layers must match the metadata and the frontend edgeser's."""
     import onnx
     from onnx import numpy_helper
 
@@ -77,6 +77,9 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
     if METADATA_KEY not in meta_map:
         raise ModelError(f"{path}: ONNX model without edgeser metadata")
     meta = json.loads(meta_map[METADATA_KEY])
+    if "incremental" in meta:
+        raise ModelError(f"{path}: an incremental graph (layers folded for streaming); rebuild from the "
+                         "whole-clip model file it was exported from")
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     nodes = list(model.graph.node)
     convs = [n for n in nodes if n.op_type == "Conv"]

@@ -166,10 +166,6 @@ class EmotionNet(nn.Module):
         """Logits from a window of embeddings (the streaming head)."""
         return self.head(self.bottleneck(self.pool(emb)))
 
-    def classify_embeddings_masked(self, emb: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
-        """Logits from the embeddings of a window that ``mask`` ``[B, F]`` marks valid."""
-        return self.head(self.bottleneck(self.pool(emb, mask)))
-
 
 class StreamingGraph(nn.Module):
     """The exported graph: ``(audio [B,T], cache [B,C,F0]) -> (logits [B,n], embeddings [B,C,F1])``.
@@ -188,7 +184,7 @@ class StreamingGraph(nn.Module):
 
 @dataclass(frozen=True)
 class IncrementalSizes:
-    """Fixed state sizes of :class:`IncrementalGraph` for a config (see ``incremental_sizes``)."""
+    """Fixed state sizes of the incremental graph (``edgeser.adapt.incremental``) for a config."""
 
     block: int  #: audio is fed in multiples of this many samples (the embedding stride)
     audio: int  #: samples of audio context carried between calls
@@ -219,57 +215,6 @@ def incremental_sizes(cfg: ModelConfig) -> IncrementalSizes:
     block = cfg.embedding_stride
     return IncrementalSizes(block=block, audio=h * (c - 1), mel=s * stem_delay - c + 1, convs=convs,
                             warmup=warmup, tail=cfg.receptive_field - block * warmup)
-
-
-class IncrementalGraph(nn.Module):
-    """Streaming graph whose convolutions keep their own left context, so each call encodes only new audio.
-
-    ``(audio [B,T], audio_state [B,A], mel_state [B,n_mels,M], conv_state [B,C,S], cache [B,C,F0], skip [])
-    -> (logits [B,n], embeddings [B,C,F1], audio_state', mel_state', conv_state')``.
-
-    Fed ``T = k * block`` samples per call from a zero state, the calls return one embedding per block;
-    output ``m`` is the whole-clip model's embedding ``m - warmup``. The logits pool over
-    ``cat(cache, embeddings)`` without the ``skip`` embeddings right after the cache (the warmup ones).
-    A whole clip of any length is one call from a zero state with ``skip = warmup`` (its states out are
-    then meaningless: the next call would be misaligned unless ``T`` is a multiple of ``block``).
-    Evaluation mode only (batch norm must be a per-frame affine map)."""
-
-    def __init__(self, net: EmotionNet):
-        super().__init__()
-        self.net = net
-        self.sizes = incremental_sizes(net.cfg)
-
-    def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Zero states (``audio_state, mel_state, conv_state``) for a stream's start."""
-        z, cfg = self.sizes, self.net.cfg
-        return (torch.zeros(batch, z.audio), torch.zeros(batch, cfg.n_mels, z.mel),
-                torch.zeros(batch, cfg.channels, z.conv))
-
-    def encode(self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor,
-               conv_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
-        """New embeddings and the next states (no head)."""
-        net, z = self.net, self.sizes
-        x = torch.cat([audio_state, audio], dim=1)
-        audio_out = x[:, x.shape[1] - z.audio:]
-        mel = torch.cat([mel_state, net.input_norm(net.frontend(x))], dim=2)
-        mel_out = mel[:, :, mel.shape[2] - z.mel:]
-        h = net.stem(mel)
-        outs, start = [], 0
-        for block, n in zip(net.blocks, z.convs):
-            h = torch.cat([conv_state[:, :, start: start + n], h], dim=2)
-            outs.append(h[:, :, h.shape[2] - n:])
-            h = block(h)
-            start += n
-        return h, audio_out, mel_out, torch.cat(outs, dim=2)
-
-    def forward(self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor,
-                conv_state: torch.Tensor, cache: torch.Tensor, skip: torch.Tensor):
-        emb, audio_out, mel_out, conv_out = self.encode(audio, audio_state, mel_state, conv_state)
-        window = torch.cat([cache, emb], dim=2)
-        f0 = cache.shape[2]
-        pos = torch.arange(window.shape[2], device=window.device)
-        mask = ((pos < f0) | (pos >= f0 + skip)).unsqueeze(0).expand(window.shape[0], -1)
-        return self.net.classify_embeddings_masked(window, mask), emb, audio_out, mel_out, conv_out
 
 
 def min_samples(cfg: ModelConfig) -> int:

@@ -1,7 +1,7 @@
 """Export the incremental streaming graph (``IncrementalGraph``: convolutions carry their own left
 context as state inputs/outputs) to ONNX with the dynamo exporter, opset 18, then prove it before the
 file is written: the saved state dims are static and the batch/length dims symbolic, and ONNX Runtime
-matches torch on real clips, whole-clip (zero state, skip the warmup) and streamed (state carried)."""
+matches torch on real clips, whole-clip (the warmup call, then the rest) and streamed (state carried)."""
 
 from __future__ import annotations
 
@@ -14,11 +14,12 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from ..adapt.model import EmotionNet, IncrementalGraph, incremental_sizes
+from ..adapt.incremental import IncrementalGraph
+from ..adapt.model import EmotionNet, incremental_sizes
 from ..audio import load_audio
 from .onnx_export import METADATA_KEY, ParityError, metadata_for
 
-INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache", "skip")
+INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache")
 OUTPUTS = ("logits", "embeddings", "audio_state_out", "mel_state_out", "conv_state_out")
 STATES = ("audio_state", "mel_state", "conv_state")
 
@@ -27,16 +28,16 @@ def incremental_metadata(net: EmotionNet) -> dict:
     """The ``incremental`` entry of the metadata: block, warmup, tail and the states' shapes (without batch)."""
     cfg, z = net.cfg, incremental_sizes(net.cfg)
     return {"block": z.block, "warmup": z.warmup, "tail": z.tail,
-            "states": {"audio_state": [z.audio], "mel_state": [cfg.n_mels, z.mel],
-                       "conv_state": [cfg.channels, z.conv]}}
+            "states": {"audio_state": [z.audio], "mel_state": [z.mel, cfg.n_mels],
+                       "conv_state": [z.conv, cfg.channels]}}
 
 
 def expected_dims(net: EmotionNet) -> dict[str, list]:
     """Saved dims of every input/output: ``None`` for a symbolic axis, an int for a static one."""
     cfg, z = net.cfg, incremental_sizes(net.cfg)
     c = cfg.channels
-    states = {"audio_state": [None, z.audio], "mel_state": [None, cfg.n_mels, z.mel], "conv_state": [None, c, z.conv]}
-    return {"audio": [None, None], **states, "cache": [None, c, None], "skip": [],
+    states = {"audio_state": [None, z.audio], "mel_state": [None, z.mel, cfg.n_mels], "conv_state": [None, z.conv, c]}
+    return {"audio": [None, None], **states, "cache": [None, c, None],
             "logits": [None, len(cfg.labels)], "embeddings": [None, c, None],
             **{k + "_out": v for k, v in states.items()}}
 
@@ -62,12 +63,17 @@ def zero_state(net: EmotionNet, batch: int = 1) -> dict[str, np.ndarray]:
     return {k: np.zeros([batch, *s], np.float32) for k, s in incremental_metadata(net)["states"].items()}
 
 
+def _call(sess, audio: np.ndarray, state: dict, cache: np.ndarray) -> tuple[np.ndarray, np.ndarray, dict]:
+    out = sess.run(None, {"audio": audio, **state, "cache": cache})
+    return out[0], out[1], dict(zip(STATES, out[2:]))
+
+
 def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarray], tol: float = 1e-4,
                  blocks: Sequence[int] = (1, 5, 3, 25)) -> dict:
-    """Max abs probability difference torch vs ONNX Runtime, whole clips and streamed (calls of
-    ``blocks[i] * block`` samples, state carried, logits over the cached window), and the largest
-    difference of the streamed embeddings from torch's whole-clip ``embed`` (relative to their scale
-    when it exceeds 1)."""
+    """Max abs probability difference torch vs ONNX Runtime, whole clips (the warmup call, then the
+    rest) and streamed (calls of ``blocks[i] * block`` samples, state carried, the embeddings after the
+    warmup kept as the cache), and the largest difference of the streamed embeddings from torch's
+    whole-clip ``embed`` (relative to their scale when it exceeds 1)."""
     import onnxruntime as ort
 
     opts = ort.SessionOptions()
@@ -82,20 +88,17 @@ def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarr
         with torch.no_grad():
             ref = torch.softmax(net(torch.from_numpy(x)[None]), dim=1).numpy()
             ref_emb = net.embed(torch.from_numpy(x)[None]).numpy()
-        logits, *_ = sess.run(None, {"audio": x[None], **zero_state(net), "cache": empty,
-                                     "skip": np.array(z.warmup, np.int64)})
+        split = z.warmup * z.block
+        _, _, state = _call(sess, x[None, :split], zero_state(net), empty)
+        logits, _, _ = _call(sess, x[None, split:], state, empty)
         whole = max(whole, float(np.abs(_softmax(logits) - ref).max()))
-        # streamed: blocks of samples, the embeddings after the warmup kept as the next call's cache
-        state, cache, todo, i, j = zero_state(net), empty, z.warmup, 0, 0
-        n_blocks = len(x) // z.block
+        # streamed: the warmup blocks first (their outputs dropped), then calls of `blocks` blocks
+        _, _, state = _call(sess, x[None, :split], zero_state(net), empty)
+        cache, i, j, n_blocks = empty, z.warmup, 0, len(x) // z.block
         while i < n_blocks:
             k = min(blocks[j % len(blocks)], n_blocks - i)
-            skip = min(todo, k)
-            out = sess.run(None, {"audio": x[None, i * z.block: (i + k) * z.block], **state, "cache": cache,
-                                  "skip": np.array(skip, np.int64)})
-            logits, emb, state = out[0], out[1], dict(zip(STATES, out[2:]))
-            cache = np.concatenate([cache, emb[:, :, skip:]], axis=2)
-            todo, i, j = todo - skip, i + k, j + 1
+            logits, emb, state = _call(sess, x[None, i * z.block: (i + k) * z.block], state, cache)
+            cache, i, j = np.concatenate([cache, emb], axis=2), i + k, j + 1
         n = cache.shape[2]
         if n:
             scale = max(1.0, float(np.abs(ref_emb).max()))  # relative to the embeddings' scale (above 1)
@@ -125,11 +128,11 @@ def export_incremental_net(net: EmotionNet, out: str | Path, metadata: dict,
     # batch 2 and sizes >= 2 in the example: size-1 (and 0) dims get specialised by the exporter
     audio = torch.randn(2, 7 * z.block) * 0.1
     states = tuple(s + 0.1 * torch.randn_like(s) for s in graph.initial_state(2))
-    example = (audio, *states, torch.randn(2, cfg.channels, 3), torch.tensor(2, dtype=torch.int64))
+    example = (audio, *states, torch.randn(2, cfg.channels, 3))
     b = torch.export.Dim("batch")
     t, f = torch.export.Dim("samples", min=z.block), torch.export.Dim("frames")
     shapes = {"audio": {0: b, 1: t}, "audio_state": {0: b}, "mel_state": {0: b}, "conv_state": {0: b},
-              "cache": {0: b, 2: f}, "skip": None}
+              "cache": {0: b, 2: f}}
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         prog = torch.onnx.export(graph, example, dynamo=True, opset_version=18, input_names=list(INPUTS),

@@ -1,12 +1,12 @@
 """Streaming with the incremental graph: each hop encodes only its new audio.
 
 The graph (``edgeser.export.incremental``) carries every convolution's left context as state inputs and
-outputs: ``(audio [B,T], audio_state, mel_state, conv_state, cache [B,C,F0], skip []) -> (logits,
-embeddings [B,C,F1], audio_state_out, mel_state_out, conv_state_out)``. Fed ``k * block`` samples per
-call from a zero state, it returns ``k`` embeddings; the first ``warmup`` of a stream depend on the
-zero state and are dropped (``skip`` masks them out of the logits' pooling). ``IncrementalModel.run``
-keeps ``OnnxModel.run``'s whole-window contract, so ``Recognizer`` works with such a file unchanged;
-``IncrementalStream`` has ``EmotionStream``'s windows, gate, smoothing and events."""
+outputs: ``(audio [B,T], audio_state, mel_state, conv_state, cache [B,C,F0]) -> (logits, embeddings
+[B,C,F1], audio_state_out, mel_state_out, conv_state_out)``; the logits pool ``cat(cache, embeddings)``.
+Fed ``k * block`` samples per call from a zero state, it returns ``k`` embeddings; the first ``warmup``
+of a stream depend on the zero state: they are computed in calls of their own and dropped.
+``IncrementalModel.run`` keeps ``OnnxModel.run``'s whole-window contract, so ``Recognizer`` works with
+such a file unchanged; ``IncrementalStream`` has ``EmotionStream``'s windows, gate, smoothing and events."""
 
 from __future__ import annotations
 
@@ -23,7 +23,7 @@ from .recognizer import Recognizer
 from .speech import SpeechGate
 from .stream import EmotionStream, StreamEvent
 
-INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache", "skip")
+INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache")
 OUTPUTS = ("logits", "embeddings", "audio_state_out", "mel_state_out", "conv_state_out")
 STATES = ("audio_state", "mel_state", "conv_state")
 
@@ -91,25 +91,26 @@ class IncrementalModel:
         """Zero states: a stream's start (its first ``warmup`` embeddings are then not valid)."""
         return {k: np.zeros((batch, *s), np.float32) for k, s in self.state_shapes.items()}
 
-    def step(self, audio: np.ndarray, state: State, cache: np.ndarray,
-             skip: int) -> tuple[np.ndarray, np.ndarray, State]:
-        """One incremental call: ``audio [B, k*block]`` after ``state`` -> ``(logits, embeddings [B,C,k],
-        next state)``; the logits pool ``cache`` and the embeddings after the first ``skip``."""
+    def step(self, audio: np.ndarray, state: State,
+             cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, State]:
+        """One incremental call: ``audio [B, k*block]`` after ``state`` -> ``(logits of cat(cache,
+        embeddings), embeddings [B,C,k], next state)``."""
+        if cache is None:
+            cache = self.empty_cache(audio.shape[0])
         out = self.session.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32), **state,
-                                      "cache": np.ascontiguousarray(cache, dtype=np.float32),
-                                      "skip": np.array(skip, np.int64)})
+                                      "cache": np.ascontiguousarray(cache, dtype=np.float32)})
         return out[0], out[1], dict(zip(STATES, out[2:]))
 
     def run(self, audio: np.ndarray, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``OnnxModel.run``'s contract: ``audio [B, T]`` (T >= receptive field), ``cache [B, C, F0]`` ->
-        ``(logits [B, n], embeddings [B, C, F1])`` (one call from a zero state, the warmup skipped)."""
+        ``(logits [B, n], embeddings [B, C, F1])``: the warmup blocks from a zero state, then the rest."""
         audio = np.ascontiguousarray(audio, dtype=np.float32)
         if audio.ndim != 2 or audio.shape[1] < self.receptive_field:
             raise ValueError(f"audio must be [B, T>={self.receptive_field}], got {audio.shape}")
-        if cache is None:
-            cache = self.empty_cache(audio.shape[0])
-        logits, emb, _ = self.step(audio, self.initial_state(audio.shape[0]), cache, self.warmup)
-        return logits, emb[:, :, self.warmup:]
+        split = self.warmup * self.block
+        _, _, state = self.step(audio[:, :split], self.initial_state(audio.shape[0]))
+        logits, emb, _ = self.step(audio[:, split:], state, cache)
+        return logits, emb
 
 
 class IncrementalStream(EmotionStream):
@@ -129,41 +130,52 @@ class IncrementalStream(EmotionStream):
     def reset(self) -> None:
         super().reset()
         self._state = self.model.initial_state(1)
-        self._skip = self.model.warmup  # leading outputs still to drop: warmup, or one recomputed tail
+        self._warm = self.model.warmup  # zero-state outputs still to drop
+        self._provisional = False       # the window's last embedding came from a zero-padded block
 
     def _step(self, final: bool = False) -> StreamEvent | None:
         m = self.model
         self._pending = 0
         z = m.block
         n_full = len(self._buf) // z
+        if self._warm and n_full:  # warmup blocks: a call of their own, outputs dropped
+            w = min(self._warm, n_full)
+            _, _, self._state = m.step(self._buf[None, : w * z], self._state)
+            self._buf, n_full, self._warm = self._buf[w * z:], n_full - w, self._warm - w
         rest = len(self._buf) - n_full * z
         # a partial block long enough for one more embedding (at flush(), or at every hop after a flush
-        # that left one) is run zero-padded, its state not kept, as EmotionStream encodes it too
-        extra = rest >= m.tail and n_full >= self._skip
-        n_new = max(0, n_full - self._skip) + extra
+        # that left one) is run zero-padded, its state not kept, as EmotionStream encodes it too; the
+        # next call recomputes that embedding from the real audio and replaces it
+        extra = rest >= m.tail and not self._warm
         have = self._emb.shape[2]
+        if self._provisional and (n_full or extra):
+            have, self._n_emb, self._provisional = have - 1, self._n_emb - 1, False
+        n_new = n_full + extra
+        if n_new == 0:
+            return None
         keep = max(0, min(have, self.window_emb - n_new))
-        cache = self._emb[:, :, have - keep:]
+        cache = self._emb[:, :, have - keep: have]
         new = np.zeros((1, m.embedding_dim, 0), np.float32)
         logits = None
         if n_full:
-            skip = min(self._skip, n_full)
-            logits, emb, self._state = m.step(self._buf[None, : n_full * z], self._state, cache, skip)
-            new, self._skip = emb[:, :, skip:], self._skip - skip
+            logits, new, self._state = m.step(self._buf[None, : n_full * z], self._state, cache)
             self._buf = self._buf[n_full * z:]
         if extra:
             block = np.zeros((1, z), np.float32)
             block[0, :rest] = self._buf
-            logits, emb, _ = m.step(block, self._state, np.concatenate([cache, new], axis=2), 0)
+            logits, emb, _ = m.step(block, self._state, np.concatenate([cache, new], axis=2))
             new = np.concatenate([new, emb], axis=2)
-            self._skip += 1  # the next full block recomputes this embedding exactly: drop it then
-        if n_new == 0:
-            return None
+            self._provisional = True
         self._n_emb += n_new
         self._emb = np.concatenate([cache, new], axis=2)[:, :, -self.window_emb:]
         n = self._emb.shape[2]
         if n < self.min_emb and not final:
             return None
+        return self._event(logits, n)
+
+    def _event(self, logits: np.ndarray, n: int) -> StreamEvent:
+        """``EmotionStream``'s event for the window of the last ``n`` embeddings and its logits."""
+        m = self.model
         probs = softmax(logits)[0]
         frac = self.gate.speech_fraction() if self.gate is not None else 1.0
         speech = self.gate.is_speech() if self.gate is not None else True
