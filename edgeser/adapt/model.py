@@ -185,6 +185,41 @@ class StreamingGraph(nn.Module):
         return self.net.classify_embeddings(torch.cat([cache, emb], dim=2)), emb
 
 
+@dataclass(frozen=True)
+class IncrementalSizes:
+    """Fixed state sizes of the incremental graph (``edgeser.adapt.incremental``) for a config."""
+
+    block: int  #: audio is fed in multiples of this many samples (the embedding stride)
+    audio: int  #: samples of audio context carried between calls
+    mel: int  #: (normalised) log-mel frames carried for the stem
+    convs: tuple[int, ...]  #: inputs carried for each dilated block (2 * dilation)
+    warmup: int  #: outputs after a zero state that depend on the fake state (drop them)
+    tail: int  #: samples past a block boundary that complete one more embedding (1..block)
+
+    @property
+    def conv(self) -> int:
+        """Frames of the packed ``conv_state`` (all blocks' contexts side by side)."""
+        return sum(self.convs)
+
+
+def incremental_sizes(cfg: ModelConfig) -> IncrementalSizes:
+    """Left-context sizes that make each call encode only new audio, for calls fed at block boundaries.
+
+    With ``c = ceil(n_fft / hop)`` the next frame to compute starts ``hop * (c - 1)`` samples before a
+    block boundary; the next stem output needs ``s * ceil((c + 2) / s) - s - c + 1`` earlier frames
+    (``s`` = stem stride); a k3 block with dilation ``d`` needs its last ``2d`` inputs. Each layer's
+    context delays the outputs: output ``m`` of a stream started from a zero state is the whole-clip
+    embedding ``m - warmup``."""
+    h, s, n_fft = cfg.hop_length, cfg.stem_stride, cfg.n_fft
+    c = -(-n_fft // h)
+    stem_delay = -(-(c + 2) // s) - 1
+    convs = tuple(2 * d for d in cfg.dilations)
+    warmup = stem_delay + sum(convs)
+    block = cfg.embedding_stride
+    return IncrementalSizes(block=block, audio=h * (c - 1), mel=s * stem_delay - c + 1, convs=convs,
+                            warmup=warmup, tail=cfg.receptive_field - block * warmup)
+
+
 def min_samples(cfg: ModelConfig) -> int:
     """Shortest input that yields one embedding (shorter audio is zero-padded to this)."""
     return cfg.receptive_field

@@ -1,0 +1,122 @@
+"""Probe for a smaller bundled model (issue 10, item 2), measurements only: the incremental graph of the
+bundled weights stored three ways, compared on size, CPU time per call (one thread, interleaved) and
+UA on the default model's held-out test speakers (needs ../shared/data or $EDGESER_DATA).
+
+    python benchmarks/runtime/smaller_model.py [--incremental default-incremental.onnx]
+
+* fp32: as exported;
+* int8: ONNX Runtime dynamic quantization of the stem's and blocks' matrix products only (weights int8
+  per output channel, activations quantized per call); the frontend's DFT/mel products and the head stay
+  fp32 (quantizing the frontend's power spectrum destroys the model: top-1 agreement fell to 40-50 %);
+* fp16-stored: large weights stored as fp16 plus a Cast (folded back to fp32 when the session loads:
+  same arithmetic, smaller file)."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from common import corpus  # noqa: E402
+
+from edgeser.audio import load_audio  # noqa: E402
+from edgeser.runtime.incremental import IncrementalModel  # noqa: E402
+from edgeser.runtime.model_file import softmax  # noqa: E402
+
+TEST_SPEAKERS = {"emodb": {"03", "08"}, "nemo": {"EB0", "KS0"}, "turev_db": {"1358"}}  # default_model/results.md
+
+
+def int8_conv_products(src: Path, out: Path) -> Path:
+    import onnx
+    from onnxruntime.quantization import QuantType, quantize_dynamic
+
+    graph = onnx.load(str(src)).graph
+    nodes = [n.name for n in graph.node
+             if n.op_type == "MatMul" and any(i.startswith(("block", "stem")) for i in n.input)]
+    quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
+    return out
+
+
+def fp16_stored(src: Path, out: Path) -> Path:
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    m = onnx.load(str(src))
+    inits, casts = [], []
+    for t in m.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype == np.float32 and a.size >= 1024:
+            inits.append(numpy_helper.from_array(a.astype(np.float16), t.name + "_fp16"))
+            casts.append(helper.make_node("Cast", [t.name + "_fp16"], [t.name], to=TensorProto.FLOAT))
+        else:
+            inits.append(t)
+    del m.graph.initializer[:]
+    m.graph.initializer.extend(inits)
+    nodes = casts + list(m.graph.node)
+    del m.graph.node[:]
+    m.graph.node.extend(nodes)
+    onnx.save(m, str(out))
+    return out
+
+
+def unweighted_accuracy(labels: list[str], pred: list[str]) -> float:
+    return float(np.mean([np.mean([p == c for p, t in zip(pred, labels) if t == c]) for c in sorted(set(labels))]))
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--incremental", type=Path, default=None, help="incremental ONNX of the bundled model")
+    ap.add_argument("--repeats", type=int, default=30)
+    args = ap.parse_args()
+    tmp = Path(tempfile.mkdtemp())
+    if args.incremental is None:
+        from vs_silero import build_incremental
+
+        args.incremental = build_incremental(tmp / "fp32.onnx")
+    paths = {"fp32": args.incremental, "int8": int8_conv_products(args.incremental, tmp / "int8.onnx"),
+             "fp16-stored": fp16_stored(args.incremental, tmp / "fp16.onnx")}
+    models = {k: IncrementalModel(p) for k, p in paths.items()}
+    print("| form | MB | call, 5 blocks (0.1 s) | call, 25 blocks (0.5 s) |", end="")
+    print("".join(f" UA {c} |" for c in TEST_SPEAKERS) + " max abs Δp vs fp32 |")
+    rng = np.random.default_rng(0)
+    times: dict[str, dict[int, float]] = {k: {} for k in models}
+    for k in (5, 25):
+        audio = (rng.standard_normal((1, 320 * k)) * 0.1).astype(np.float32)
+        cache = rng.standard_normal((1, 128, 95)).astype(np.float32)
+        ts: dict[str, list[float]] = {n: [] for n in models}
+        for _ in range(args.repeats):
+            for n, m in models.items():
+                state = m.initial_state(1)
+                t = time.process_time()
+                for _ in range(20):
+                    m.step(audio, state, cache)
+                ts[n].append((time.process_time() - t) / 20 * 1e6)
+        for n in models:
+            times[n][k] = float(np.median(ts[n]))
+    probs: dict[str, dict[str, list]] = {n: {} for n in models}
+    truth: dict[str, list[str]] = {}
+    for name, speakers in TEST_SPEAKERS.items():
+        clips = [c for c in corpus(name) if c.speaker in speakers]
+        truth[name] = [c.label for c in clips]
+        for n, m in models.items():
+            out = []
+            for c in clips:
+                x = load_audio(c.path, 16000)
+                x = np.pad(x, (0, max(0, m.receptive_field - len(x))))
+                out.append(softmax(m.run(x[None])[0])[0])
+            probs[n][name] = out
+    labels = models["fp32"].labels
+    for n, m in models.items():
+        uas = [unweighted_accuracy(truth[c], [labels[int(np.argmax(p))] for p in probs[n][c]]) for c in TEST_SPEAKERS]
+        dp = max(float(np.abs(np.array(probs[n][c]) - np.array(probs["fp32"][c])).max()) for c in TEST_SPEAKERS)
+        print(f"| {n} | {paths[n].stat().st_size / 1e6:.2f} | {times[n][5]:.0f} µs | {times[n][25]:.0f} µs |"
+              + "".join(f" {u:.3f} |" for u in uas) + f" {dp:.3f} |")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,169 @@
+"""Rebuild an ``EmotionNet`` from an edgeser ONNX file (e.g. the bundled default model, shipped without
+its checkpoint), to re-export it in another graph form or to adapt it.
+
+The exporter folds each batch norm that follows a convolution or a linear layer into that layer (the
+stem, the dilated blocks and the bottleneck get a bias; only the input norm stays a BatchNormalization
+node), so the original batch-norm parameters cannot be recovered. The rebuilt net puts the folded
+weights in the conv/linear layers and makes those batch norms an exact identity plus the folded bias
+(``running_var = 1 - eps``, ``running_mean = 0``, ``weight = 1``): in eval mode it computes what the
+ONNX graph computes. Train-mode batch norm would normalise by batch statistics instead; call
+``calibrate_batchnorm`` on real audio first to give the batch norms statistics that leave the eval
+output unchanged and make train mode start close to it."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from torch import nn
+
+from ..errors import ModelError
+from ..melscale import dft_kernels, mel_filterbank
+from .model import EmotionNet, ModelConfig
+
+METADATA_KEY = "edgeser"
+
+
+def _attrs(node) -> dict:
+    import onnx
+
+    return {a.name: onnx.helper.get_attribute_value(a) for a in node.attribute}
+
+
+def _config(meta: dict, convs: list, gemms: list, mel: np.ndarray, weights: dict) -> ModelConfig:
+    front, stem, blocks = convs[0], convs[1], convs[2:]
+    fa, sa = _attrs(front), _attrs(stem)
+    cfg = ModelConfig(labels=list(meta["labels"]), sample_rate=int(meta["sample_rate"]),
+                      n_fft=int(fa["kernel_shape"][0]), hop_length=int(fa["strides"][0]), n_mels=int(mel.shape[0]),
+                      channels=int(weights[stem.input[1]].shape[0]), stem_stride=int(sa["strides"][0]),
+                      dilations=tuple(int(_attrs(b)["dilations"][0]) for b in blocks),
+                      bottleneck=int(weights[gemms[0].input[1]].shape[0]),
+                      window_s=float(meta["window_s"]), hop_s=float(meta["hop_s"]))
+    if (cfg.receptive_field, cfg.embedding_stride, cfg.channels) != (
+            meta["receptive_field"], meta["embedding_stride"], meta["embedding_dim"]):
+        raise ModelError("the graph's layers do not match its metadata (receptive field, stride, channels)")
+    ref = mel_filterbank(cfg.n_fft // 2 + 1, cfg.n_mels, cfg.sample_rate, cfg.f_min, cfg.f_max)
+    if ref.shape != mel.shape or np.abs(ref - mel).max() > 1e-6:
+        raise ModelError("the graph's mel filterbank is not edgeser's default one (f_min/f_max differ)")
+    return cfg
+
+
+def _identity_bn(bn: nn.BatchNorm1d, bias: np.ndarray) -> None:
+    """Make ``bn`` (eval mode) compute ``x + bias`` exactly: ``(x - 0) / sqrt((1 - eps) + eps) * 1 + bias``."""
+    with torch.no_grad():
+        bn.running_mean.zero_()
+        bn.running_var.fill_(1.0 - bn.eps)
+        bn.weight.fill_(1.0)
+        bn.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
+
+
+def load_onnx_weights(path: str | Path) -> EmotionNet:
+    """An ``EmotionNet`` (eval mode) computing what the edgeser whole-clip ONNX graph at ``path`` computes
+    (``export_onnx``'s graph). Checked: the layers must match the metadata and the frontend edgeser's."""
+    import onnx
+    from onnx import numpy_helper
+
+    path = Path(path)
+    if not path.is_file():
+        raise ModelError(f"{path}: no such model file")
+    try:
+        model = onnx.load(str(path))
+    except Exception as e:
+        raise ModelError(f"{path}: not a readable ONNX file ({type(e).__name__})") from None
+    meta_map = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in meta_map:
+        raise ModelError(f"{path}: ONNX model without edgeser metadata")
+    meta = json.loads(meta_map[METADATA_KEY])
+    if "incremental" in meta:
+        raise ModelError(f"{path}: an incremental graph (layers folded for streaming); rebuild from the "
+                         "whole-clip model file it was exported from")
+    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+    nodes = list(model.graph.node)
+    convs = [n for n in nodes if n.op_type == "Conv"]
+    bns = [n for n in nodes if n.op_type == "BatchNormalization"]
+    gemms = [n for n in nodes if n.op_type == "Gemm"]
+    mels = [n for n in nodes if n.op_type == "MatMul" and n.input[0] in weights]
+    if len(convs) < 3 or len(bns) != 1 or len(gemms) != 2 or len(mels) != 1 \
+            or any(len(c.input) != 3 for c in convs[1:]) or any(_attrs(g).get("transB") != 1 for g in gemms):
+        raise ModelError(f"{path}: not the graph of an edgeser EmotionNet (unexpected layers)")
+    mel = weights[mels[0].input[0]]
+    try:
+        cfg = _config(meta, convs, gemms, mel, weights)
+    except (KeyError, IndexError) as e:
+        raise ModelError(f"{path}: cannot read the network's shape from the graph ({e})") from None
+    net = EmotionNet(cfg).eval()
+    re, im = dft_kernels(cfg.n_fft)
+    if np.abs(np.concatenate([re, im])[:, None] - weights[convs[0].input[1]]).max() > 1e-6:
+        raise ModelError(f"{path}: the graph's DFT kernels are not edgeser's")
+    eps = float(_attrs(bns[0]).get("epsilon", 1e-5))
+    if abs(eps - net.input_norm.eps) > 1e-9:
+        raise ModelError(f"{path}: input norm epsilon {eps} differs from torch's {net.input_norm.eps}")
+
+    def put(param: torch.Tensor, name: str) -> None:
+        value = torch.from_numpy(np.array(weights[name], np.float32))
+        if value.shape != param.shape:
+            raise ModelError(f"{path}: {name} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
+        with torch.no_grad():
+            param.copy_(value)
+
+    w, b, mean, var = bns[0].input[1:5]
+    for param, name in ((net.input_norm.weight, w), (net.input_norm.bias, b), (net.input_norm.running_mean, mean),
+                        (net.input_norm.running_var, var)):
+        put(param, name)
+    layers = [(net.stem[0], net.stem[1])] + [(blk.conv, blk.bn) for blk in net.blocks]
+    for (conv, bn), node in zip(layers, convs[1:]):
+        put(conv.weight, node.input[1])
+        _identity_bn(bn, weights[node.input[2]])
+    lin, bn = net.bottleneck_layer[0], net.bottleneck_layer[1]
+    put(lin.weight, gemms[0].input[1])
+    put(lin.bias, gemms[0].input[2])
+    _identity_bn(bn, np.zeros(cfg.bottleneck, np.float32))
+    put(net.classifier.weight, gemms[1].input[1])
+    put(net.classifier.bias, gemms[1].input[2])
+    return net
+
+
+@torch.no_grad()
+def calibrate_batchnorm(net: EmotionNet, wavs: Sequence[np.ndarray]) -> EmotionNet:
+    """Give the folded batch norms (stem, blocks, bottleneck; identity + bias after ``load_onnx_weights``)
+    the mean and variance of their inputs over ``wavs`` (frames, or one pooled vector per clip for the
+    bottleneck) and the affine parameters that undo them, so the eval output is unchanged (up to
+    rounding) while train mode starts close to it. In place; returns ``net``."""
+    net.eval()
+    layers = [(net.stem[0], net.stem[1])] + [(blk.conv, blk.bn) for blk in net.blocks]
+    layers.append((net.bottleneck_layer[0], net.bottleneck_layer[1]))
+    sums: dict[int, list] = {i: [0.0, 0.0, 0] for i in range(len(layers))}
+    hooks = []
+    for i, (layer, _) in enumerate(layers):
+        def hook(_m, _inp, out, i=i):
+            x = out.double()
+            x = x if x.dim() == 3 else x.unsqueeze(2)
+            s = sums[i]
+            s[0] = s[0] + x.sum(dim=(0, 2))
+            s[1] = s[1] + (x * x).sum(dim=(0, 2))
+            s[2] += x.shape[0] * x.shape[2]
+        hooks.append(layer.register_forward_hook(hook))
+    try:
+        for w in wavs:
+            if len(w) >= net.cfg.receptive_field:
+                net(torch.from_numpy(np.asarray(w, np.float32))[None])
+    finally:
+        for h in hooks:
+            h.remove()
+    for i, (_, bn) in enumerate(layers):
+        total, sq, n = sums[i]
+        if not n:
+            raise ValueError("calibrate_batchnorm needs audio at least one receptive field long")
+        mean = total / n
+        var = (sq / n - mean * mean).clamp_min(0.0)
+        old_scale = bn.weight.double() / torch.sqrt(bn.running_var.double() + bn.eps)
+        old_shift = bn.bias.double() - bn.running_mean.double() * old_scale
+        # keep y = old_scale * x + old_shift with the new statistics: weight = old_scale * sqrt(var + eps)
+        bn.running_mean.copy_(mean.float())
+        bn.running_var.copy_(var.float())
+        bn.weight.copy_((old_scale * torch.sqrt(var + bn.eps)).float())
+        bn.bias.copy_((old_shift + old_scale * mean).float())
+    return net
