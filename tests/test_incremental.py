@@ -16,8 +16,14 @@ from edgeser.audio import load_audio
 from edgeser.demo import demo_clips
 
 LABELS = ["angry", "happy", "neutral", "sad"]
-CONFIGS = [{}, {"stem_stride": 1}, {"stem_stride": 3}, {"n_fft": 512}, {"n_fft": 320, "hop_length": 128},
-           {"dilations": (1, 3)}]
+CONFIGS = [
+    {},
+    {"stem_stride": 1},
+    {"stem_stride": 3},
+    {"n_fft": 512},
+    {"n_fft": 320, "hop_length": 128},
+    {"dilations": (1, 3)},
+]
 
 
 def random_net(seed: int = 0, channels: int = 16, **cfg) -> EmotionNet:
@@ -52,7 +58,7 @@ def stream_embeddings(graph: IncrementalGraph, wav: torch.Tensor, blocks: list[i
     with torch.no_grad():
         while i + z.block <= wav.shape[1]:
             k = min(blocks[j % len(blocks)], (wav.shape[1] - i) // z.block)
-            emb, *state = graph.encode(wav[:, i: i + k * z.block], *state)
+            emb, *state = graph.encode(wav[:, i : i + k * z.block], *state)
             assert [s.shape for s in state] == [s.shape for s in graph.initial_state(wav.shape[0])]
             outs.append(emb)
             i, j = i + k * z.block, j + 1
@@ -64,7 +70,7 @@ def whole_clip(graph: IncrementalGraph, wav: torch.Tensor) -> tuple[torch.Tensor
     z, empty = graph.sizes, torch.zeros(wav.shape[0], graph.cfg.channels, 0)
     with torch.no_grad():
         _, _, *state = graph(wav[:, : z.warmup * z.block], *graph.initial_state(wav.shape[0]), empty)
-        logits, emb, *_ = graph(wav[:, z.warmup * z.block:], *state, empty)
+        logits, emb, *_ = graph(wav[:, z.warmup * z.block :], *state, empty)
     return logits, emb
 
 
@@ -113,7 +119,7 @@ def test_streamed_embeddings_equal_whole_clip(cfg):
     ref = net.embed(wav).detach()
     for blocks in ([1], [3, 1, 7, 2], [50]):
         out = stream_embeddings(graph, wav, blocks)
-        valid = out[:, :, z.warmup:]
+        valid = out[:, :, z.warmup :]
         # every complete block is encoded once; the last whole-clip embedding needs `tail` samples more
         assert valid.shape[2] == net.cfg.n_embeddings((wav.shape[1] // z.block) * z.block)
         assert valid.shape[2] == ref.shape[2] - (wav.shape[1] % z.block >= z.tail)
@@ -127,7 +133,7 @@ def test_streamed_embeddings_on_real_speech(speech):
     wav = torch.from_numpy(speech[None])
     ref = net.embed(wav).detach()
     for blocks in ([5], [1, 2, 25, 3]):
-        valid = stream_embeddings(graph, wav, blocks)[:, :, z.warmup:]
+        valid = stream_embeddings(graph, wav, blocks)[:, :, z.warmup :]
         assert valid.shape[2] >= ref.shape[2] - 1
         assert close(valid, ref[:, :, : valid.shape[2]])
 
@@ -189,8 +195,10 @@ def test_export_saves_static_states_and_symbolic_batch_and_length(exported):
 
     net, path, info = exported
     m = onnx.load(str(path))
-    dims = {v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
-            for v in list(m.graph.input) + list(m.graph.output)}
+    dims = {
+        v.name: [d.dim_param or d.dim_value for d in v.type.tensor_type.shape.dim]
+        for v in list(m.graph.input) + list(m.graph.output)
+    }
     assert dims["audio_state"] == ["batch", 320] and dims["audio_state_out"] == ["batch", 320]
     assert dims["mel_state"] == ["batch", 2, 40] and dims["conv_state"] == ["batch", 20, 16]
     assert dims["conv_state_out"] == ["batch", 20, 16] and "skip" not in dims
@@ -198,8 +206,12 @@ def test_export_saves_static_states_and_symbolic_batch_and_length(exported):
     assert all(isinstance(d, str) for d in symbolic)
     assert any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
     meta = json.loads({p.key: p.value for p in m.metadata_props}["edgeser"])
-    assert meta["incremental"] == {"block": 320, "warmup": 22, "tail": 80, "states": {
-        "audio_state": [320], "mel_state": [2, 40], "conv_state": [20, 16]}}
+    assert meta["incremental"] == {
+        "block": 320,
+        "warmup": 22,
+        "tail": 80,
+        "states": {"audio_state": [320], "mel_state": [2, 40], "conv_state": [20, 16]},
+    }
     assert meta["receptive_field"] == 7120 and meta["labels"] == LABELS
     p = info["parity"]
     assert p["clips"] == 8 and max(p["max_abs_prob_diff"], p["max_abs_prob_diff_streamed"]) < 1e-5
@@ -214,9 +226,10 @@ def test_exported_graph_runs_other_batches_and_lengths(exported, speech):
     net, path, _ = exported
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
     for batch, t in ((1, 320), (3, 16000), (1, 33333)):
-        x = np.stack([speech[i * 1000: i * 1000 + t] for i in range(batch)])
-        logits, emb, *states = sess.run(None, {"audio": x, **zero_state(net, batch),
-                                               "cache": np.zeros((batch, 16, 0), np.float32)})
+        x = np.stack([speech[i * 1000 : i * 1000 + t] for i in range(batch)])
+        logits, emb, *states = sess.run(
+            None, {"audio": x, **zero_state(net, batch), "cache": np.zeros((batch, 16, 0), np.float32)}
+        )
         assert emb.shape == (batch, 16, 22 + net.cfg.n_embeddings(t)) and logits.shape == (batch, 4)
         assert [s.shape[1:] for s in states] == [(320,), (2, 40), (20, 16)]
         if t >= net.cfg.receptive_field:
@@ -282,7 +295,7 @@ def test_calibrated_batchnorm_keeps_eval_output_and_fits_train_mode(bundled, spe
 
     _, ref = bundled
     net = load_onnx_weights(DEFAULT_MODEL)
-    crops = np.stack([speech[i: i + 32000] for i in range(0, 8 * 32000, 32000)])
+    crops = np.stack([speech[i : i + 32000] for i in range(0, 8 * 32000, 32000)])
     calibrate_batchnorm(net, list(crops))
     x = torch.from_numpy(crops)
     with torch.no_grad():
@@ -336,8 +349,13 @@ def events_differ(a, b) -> float:
     assert len(a) == len(b) > 0
     worst = 0.0
     for e, f in zip(a, b):
-        assert (e.time_s, e.start_s, e.window_s, e.speech, e.speech_fraction) == \
-            (f.time_s, f.start_s, f.window_s, f.speech, f.speech_fraction)
+        assert (e.time_s, e.start_s, e.window_s, e.speech, e.speech_fraction) == (
+            f.time_s,
+            f.start_s,
+            f.window_s,
+            f.speech,
+            f.speech_fraction,
+        )
         for p, q in ((e.distribution, f.distribution), (e.raw, f.raw)):
             assert (p is None) == (q is None)
             if p is not None:
@@ -362,9 +380,12 @@ def test_incremental_stream_events_equal_emotion_stream(bundled, incremental_def
     x = x if chunk > 1 else x[:48000]  # sample by sample: 3 s
     y = x if rate == 16000 else soxr.resample(x, 16000, rate)
     for hop in (0.1, 0.5):
-        a = list(rec.stream(rate, hop_s=hop).events(y[i: i + chunk] for i in range(0, len(y), chunk)))
-        b = list(IncrementalStream(incremental_default, rate, hop_s=hop).events(
-            y[i: i + chunk] for i in range(0, len(y), chunk)))
+        a = list(rec.stream(rate, hop_s=hop).events(y[i : i + chunk] for i in range(0, len(y), chunk)))
+        b = list(
+            IncrementalStream(incremental_default, rate, hop_s=hop).events(
+                y[i : i + chunk] for i in range(0, len(y), chunk)
+            )
+        )
         assert events_differ(a, b) < STREAM_TOL
         assert any(e.speech for e in a) and (chunk == 1 or any(not e.speech for e in a))
 
@@ -415,7 +436,9 @@ def test_incremental_runtime_imports_neither_torch_nor_onnx():
     import subprocess
     import sys
 
-    code = ("import sys, edgeser.runtime.incremental; "
-            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')))")
+    code = (
+        "import sys, edgeser.runtime.incremental; "
+        "print(sorted(m for m in sys.modules if m.split('.')[0] in ('torch', 'onnx', 'onnxscript')))"
+    )
     r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0 and r.stdout.strip() == "[]", r.stdout + r.stderr

@@ -36,8 +36,9 @@ def int8_conv_products(src: Path, out: Path) -> Path:
     from onnxruntime.quantization import QuantType, quantize_dynamic
 
     graph = onnx.load(str(src)).graph
-    nodes = [n.name for n in graph.node
-             if n.op_type == "MatMul" and any(i.startswith(("block", "stem")) for i in n.input)]
+    nodes = [
+        n.name for n in graph.node if n.op_type == "MatMul" and any(i.startswith(("block", "stem")) for i in n.input)
+    ]
     quantize_dynamic(str(src), str(out), weight_type=QuantType.QInt8, per_channel=True, nodes_to_quantize=nodes)
     return out
 
@@ -78,8 +79,11 @@ def main() -> None:
         from vs_silero import build_incremental
 
         args.incremental = build_incremental(tmp / "fp32.onnx")
-    paths = {"fp32": args.incremental, "int8": int8_conv_products(args.incremental, tmp / "int8.onnx"),
-             "fp16-stored": fp16_stored(args.incremental, tmp / "fp16.onnx")}
+    paths = {
+        "fp32": args.incremental,
+        "int8": int8_conv_products(args.incremental, tmp / "int8.onnx"),
+        "fp16-stored": fp16_stored(args.incremental, tmp / "fp16.onnx"),
+    }
     models = {k: IncrementalModel(p) for k, p in paths.items()}
     print("| form | MB | call, 5 blocks (0.1 s) | call, 25 blocks (0.5 s) |", end="")
     print("".join(f" UA {c} |" for c in TEST_SPEAKERS) + " max abs Δp vs fp32 |")
@@ -111,11 +115,14 @@ def main() -> None:
                 out.append(softmax(m.run(x[None])[0])[0])
             probs[n][name] = out
     labels = models["fp32"].labels
-    for n, m in models.items():
+    for n in models:
         uas = [unweighted_accuracy(truth[c], [labels[int(np.argmax(p))] for p in probs[n][c]]) for c in TEST_SPEAKERS]
         dp = max(float(np.abs(np.array(probs[n][c]) - np.array(probs["fp32"][c])).max()) for c in TEST_SPEAKERS)
-        print(f"| {n} | {paths[n].stat().st_size / 1e6:.2f} | {times[n][5]:.0f} µs | {times[n][25]:.0f} µs |"
-              + "".join(f" {u:.3f} |" for u in uas) + f" {dp:.3f} |")
+        print(
+            f"| {n} | {paths[n].stat().st_size / 1e6:.2f} | {times[n][5]:.0f} µs | {times[n][25]:.0f} µs |"
+            + "".join(f" {u:.3f} |" for u in uas)
+            + f" {dp:.3f} |"
+        )
 
 
 if __name__ == "__main__":

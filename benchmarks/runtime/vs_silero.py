@@ -62,7 +62,7 @@ def silero_run(path: Path):
     def run(audio: np.ndarray) -> np.ndarray:
         state, ctx, probs = np.zeros((2, 1, 128), np.float32), np.zeros((1, 64), np.float32), []
         for i in range(0, len(audio) - 511, 512):
-            x = np.concatenate([ctx, audio[None, i: i + 512]], axis=1)
+            x = np.concatenate([ctx, audio[None, i : i + 512]], axis=1)
             out, state = sess.run(None, {"input": x, "state": state, "sr": sr})
             ctx = x[:, -64:]
             probs.append(float(out[0, 0]))
@@ -73,9 +73,10 @@ def silero_run(path: Path):
 
 def stream_run(make, chunk: int):
     """Feed ``audio`` in ``chunk``-sample pieces to a fresh stream from ``make()``; returns the events."""
+
     def run(audio: np.ndarray) -> list:
         st = make()
-        return [ev for i in range(0, len(audio), chunk) for ev in st.feed(audio[i: i + chunk])]
+        return [ev for i in range(0, len(audio), chunk) for ev in st.feed(audio[i : i + chunk])]
 
     return run
 
@@ -90,7 +91,7 @@ def calls_run(model: IncrementalModel, hop_s: float):
         state, cache = model.initial_state(1), model.empty_cache(1)
         _, _, state = model.step(audio[None, : model.warmup * model.block], state)
         for i in range(model.warmup * model.block, len(audio) - hop + 1, hop):
-            logits, emb, state = model.step(audio[None, i: i + hop], state, cache)
+            logits, emb, state = model.step(audio[None, i : i + hop], state, cache)
             cache = np.concatenate([cache, emb], axis=2)[:, :, -window:]
         return logits
 
@@ -113,7 +114,7 @@ def measure(runs: dict, audio: np.ndarray, repeats: int) -> dict[str, list[float
         runs[name](audio[: 16000 * 5])
     cpu: dict[str, list[float]] = {n: [] for n in names}
     for r in range(repeats):
-        for name in names[r % len(names):] + names[: r % len(names)]:
+        for name in names[r % len(names) :] + names[: r % len(names)]:
             t = time.process_time()
             runs[name](audio)
             cpu[name].append((time.process_time() - t) * 1000 / seconds)
@@ -163,8 +164,13 @@ def main() -> None:
     for hop in HOPS:
         o, n = cpu[f"old@{hop}"], cpu[f"new@{hop}"]
         c = cpu[f"calls@{hop}"]
-        row = {"hop_s": hop, "old_ms": med[f"old@{hop}"], "new_ms": med[f"new@{hop}"], "calls_ms": med[f"calls@{hop}"],
-               "old_over_new": statistics.median(x / y for x, y in zip(o, n))}
+        row = {
+            "hop_s": hop,
+            "old_ms": med[f"old@{hop}"],
+            "new_ms": med[f"new@{hop}"],
+            "calls_ms": med[f"calls@{hop}"],
+            "old_over_new": statistics.median(x / y for x, y in zip(o, n)),
+        }
         if silero:
             s = cpu["silero"]
             for key, v in (("old", o), ("new", n), ("calls", c)):
@@ -173,12 +179,19 @@ def main() -> None:
                 row[f"{key}_over_silero_range"] = [min(ratios), max(ratios)]
         rows.append(row)
     info = machine()
-    res = {"command": "python benchmarks/runtime/vs_silero.py " + " ".join(sys.argv[1:]),
-           "audio_s": len(audio) / 16000, "chunk_s": args.chunk_s, "repeats": args.repeats,
-           "silero_ms": med.get("silero"), "silero_model": str(silero) if silero else None,
-           "stream_agreement_max_abs_prob_diff": agree, "rows": rows, "cpu_ms_per_audio_s": cpu,
-           "model_bytes": {"whole_clip": DEFAULT_MODEL.stat().st_size, "incremental": inc.path.stat().st_size},
-           "machine": info}
+    res = {
+        "command": "python benchmarks/runtime/vs_silero.py " + " ".join(sys.argv[1:]),
+        "audio_s": len(audio) / 16000,
+        "chunk_s": args.chunk_s,
+        "repeats": args.repeats,
+        "silero_ms": med.get("silero"),
+        "silero_model": str(silero) if silero else None,
+        "stream_agreement_max_abs_prob_diff": agree,
+        "rows": rows,
+        "cpu_ms_per_audio_s": cpu,
+        "model_bytes": {"whole_clip": DEFAULT_MODEL.stat().st_size, "incremental": inc.path.stat().st_size},
+        "machine": info,
+    }
     md = render(res)
     print(md)
     if args.out:
@@ -192,29 +205,39 @@ def main() -> None:
 def render(res: dict) -> str:
     m = res["machine"]
     silero = res["silero_ms"] is not None
-    head = ("| hop | EmotionStream (old), ms CPU / s audio | IncrementalStream (new) | new graph's calls alone "
-            "| old / new |")
+    head = (
+        "| hop | EmotionStream (old), ms CPU / s audio | IncrementalStream (new) | new graph's calls alone "
+        "| old / new |"
+    )
     sep = "|---|---|---|---|---|"
     if silero:
         head += " old / silero-vad | new / silero-vad | calls alone / silero-vad |"
         sep += "---|---|---|"
     lines = [head, sep]
     for r in res["rows"]:
-        line = (f"| {r['hop_s']:.2f} s | {r['old_ms']:.2f} | {r['new_ms']:.2f} | {r['calls_ms']:.2f} "
-                f"| {r['old_over_new']:.2f} |")
+        line = (
+            f"| {r['hop_s']:.2f} s | {r['old_ms']:.2f} | {r['new_ms']:.2f} | {r['calls_ms']:.2f} "
+            f"| {r['old_over_new']:.2f} |"
+        )
         if silero:
             lo, hi = r["new_over_silero_range"]
-            line += (f" {r['old_over_silero']:.2f} | **{r['new_over_silero']:.2f}** ({lo:.2f}–{hi:.2f}) |"
-                     f" {r['calls_over_silero']:.2f} |")
+            line += (
+                f" {r['old_over_silero']:.2f} | **{r['new_over_silero']:.2f}** ({lo:.2f}–{hi:.2f}) |"
+                f" {r['calls_over_silero']:.2f} |"
+            )
         lines.append(line)
-    sil = (f"silero-vad 6.2.3 `silero_vad.onnx` (512-sample chunks, state carried): **{res['silero_ms']:.2f} ms** "
-           "CPU per second of audio." if silero else "silero-vad: not measured (no `--silero` file).")
+    sil = (
+        f"silero-vad 6.2.3 `silero_vad.onnx` (512-sample chunks, state carried): **{res['silero_ms']:.2f} ms** "
+        "CPU per second of audio."
+        if silero
+        else "silero-vad: not measured (no `--silero` file)."
+    )
     return f"""# edgeser streaming vs silero-vad (one thread, one process)
 
-Command: `{res['command']}` (git {m.get('git_commit', '?')}), {m.get('cpu')} ({m['cores']} cores, shared),
-Python {m['python']}, ONNX Runtime {m['onnxruntime']}, numpy {m['numpy']}. Audio: the bundled demo clips
-(EmoDB speech) looped to {res['audio_s']:.0f} s, fed in {res['chunk_s'] * 1000:.0f} ms chunks; speech gate and
-smoothing on. {res['repeats']} interleaved repetitions; medians of CPU time and of the per-repetition ratios
+Command: `{res["command"]}` (git {m.get("git_commit", "?")}), {m.get("cpu")} ({m["cores"]} cores, shared),
+Python {m["python"]}, ONNX Runtime {m["onnxruntime"]}, numpy {m["numpy"]}. Audio: the bundled demo clips
+(EmoDB speech) looped to {res["audio_s"]:.0f} s, fed in {res["chunk_s"] * 1000:.0f} ms chunks; speech gate and
+smoothing on. {res["repeats"]} interleaved repetitions; medians of CPU time and of the per-repetition ratios
 (range in brackets). {sil}
 
 {chr(10).join(lines)}
@@ -223,8 +246,8 @@ smoothing on. {res['repeats']} interleaved repetitions; medians of CPU time and 
 window carried), without the stream's resampler, speech gate, smoothing and event objects.
 
 Streams agree: largest difference between EmotionStream's and IncrementalStream's distributions on the
-first 20 s, all hops: {res['stream_agreement_max_abs_prob_diff']:.1e}. Model files: whole-clip graph
-{res['model_bytes']['whole_clip'] / 1e6:.2f} MB, incremental graph {res['model_bytes']['incremental'] / 1e6:.2f} MB
+first 20 s, all hops: {res["stream_agreement_max_abs_prob_diff"]:.1e}. Model files: whole-clip graph
+{res["model_bytes"]["whole_clip"] / 1e6:.2f} MB, incremental graph {res["model_bytes"]["incremental"] / 1e6:.2f} MB
 (same weights).
 """
 

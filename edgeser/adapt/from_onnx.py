@@ -13,8 +13,8 @@ output unchanged and make train mode start close to it."""
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -36,14 +36,24 @@ def _attrs(node) -> dict:
 def _config(meta: dict, convs: list, gemms: list, mel: np.ndarray, weights: dict) -> ModelConfig:
     front, stem, blocks = convs[0], convs[1], convs[2:]
     fa, sa = _attrs(front), _attrs(stem)
-    cfg = ModelConfig(labels=list(meta["labels"]), sample_rate=int(meta["sample_rate"]),
-                      n_fft=int(fa["kernel_shape"][0]), hop_length=int(fa["strides"][0]), n_mels=int(mel.shape[0]),
-                      channels=int(weights[stem.input[1]].shape[0]), stem_stride=int(sa["strides"][0]),
-                      dilations=tuple(int(_attrs(b)["dilations"][0]) for b in blocks),
-                      bottleneck=int(weights[gemms[0].input[1]].shape[0]),
-                      window_s=float(meta["window_s"]), hop_s=float(meta["hop_s"]))
+    cfg = ModelConfig(
+        labels=list(meta["labels"]),
+        sample_rate=int(meta["sample_rate"]),
+        n_fft=int(fa["kernel_shape"][0]),
+        hop_length=int(fa["strides"][0]),
+        n_mels=int(mel.shape[0]),
+        channels=int(weights[stem.input[1]].shape[0]),
+        stem_stride=int(sa["strides"][0]),
+        dilations=tuple(int(_attrs(b)["dilations"][0]) for b in blocks),
+        bottleneck=int(weights[gemms[0].input[1]].shape[0]),
+        window_s=float(meta["window_s"]),
+        hop_s=float(meta["hop_s"]),
+    )
     if (cfg.receptive_field, cfg.embedding_stride, cfg.channels) != (
-            meta["receptive_field"], meta["embedding_stride"], meta["embedding_dim"]):
+        meta["receptive_field"],
+        meta["embedding_stride"],
+        meta["embedding_dim"],
+    ):
         raise ModelError("the graph's layers do not match its metadata (receptive field, stride, channels)")
     ref = mel_filterbank(cfg.n_fft // 2 + 1, cfg.n_mels, cfg.sample_rate, cfg.f_min, cfg.f_max)
     if ref.shape != mel.shape or np.abs(ref - mel).max() > 1e-6:
@@ -78,16 +88,24 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
         raise ModelError(f"{path}: ONNX model without edgeser metadata")
     meta = json.loads(meta_map[METADATA_KEY])
     if "incremental" in meta:
-        raise ModelError(f"{path}: an incremental graph (layers folded for streaming); rebuild from the "
-                         "whole-clip model file it was exported from")
+        raise ModelError(
+            f"{path}: an incremental graph (layers folded for streaming); rebuild from the "
+            "whole-clip model file it was exported from"
+        )
     weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
     nodes = list(model.graph.node)
     convs = [n for n in nodes if n.op_type == "Conv"]
     bns = [n for n in nodes if n.op_type == "BatchNormalization"]
     gemms = [n for n in nodes if n.op_type == "Gemm"]
     mels = [n for n in nodes if n.op_type == "MatMul" and n.input[0] in weights]
-    if len(convs) < 3 or len(bns) != 1 or len(gemms) != 2 or len(mels) != 1 \
-            or any(len(c.input) != 3 for c in convs[1:]) or any(_attrs(g).get("transB") != 1 for g in gemms):
+    if (
+        len(convs) < 3
+        or len(bns) != 1
+        or len(gemms) != 2
+        or len(mels) != 1
+        or any(len(c.input) != 3 for c in convs[1:])
+        or any(_attrs(g).get("transB") != 1 for g in gemms)
+    ):
         raise ModelError(f"{path}: not the graph of an edgeser EmotionNet (unexpected layers)")
     mel = weights[mels[0].input[0]]
     try:
@@ -110,8 +128,12 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
             param.copy_(value)
 
     w, b, mean, var = bns[0].input[1:5]
-    for param, name in ((net.input_norm.weight, w), (net.input_norm.bias, b), (net.input_norm.running_mean, mean),
-                        (net.input_norm.running_var, var)):
+    for param, name in (
+        (net.input_norm.weight, w),
+        (net.input_norm.bias, b),
+        (net.input_norm.running_mean, mean),
+        (net.input_norm.running_var, var),
+    ):
         put(param, name)
     layers = [(net.stem[0], net.stem[1])] + [(blk.conv, blk.bn) for blk in net.blocks]
     for (conv, bn), node in zip(layers, convs[1:]):
@@ -138,6 +160,7 @@ def calibrate_batchnorm(net: EmotionNet, wavs: Sequence[np.ndarray]) -> EmotionN
     sums: dict[int, list] = {i: [0.0, 0.0, 0] for i in range(len(layers))}
     hooks = []
     for i, (layer, _) in enumerate(layers):
+
         def hook(_m, _inp, out, i=i):
             x = out.double()
             x = x if x.dim() == 3 else x.unsqueeze(2)
@@ -145,6 +168,7 @@ def calibrate_batchnorm(net: EmotionNet, wavs: Sequence[np.ndarray]) -> EmotionN
             s[0] = s[0] + x.sum(dim=(0, 2))
             s[1] = s[1] + (x * x).sum(dim=(0, 2))
             s[2] += x.shape[0] * x.shape[2]
+
         hooks.append(layer.register_forward_hook(hook))
     try:
         for w in wavs:

@@ -21,7 +21,7 @@ from .model import EmotionNet, incremental_sizes
 def _divisor_near_sqrt(n: int) -> int:
     """The divisor of ``n`` closest to its square root (1 when ``n`` is prime)."""
     best = 1
-    for d in range(1, int(n ** 0.5) + 1):
+    for d in range(1, int(n**0.5) + 1):
         if n % d == 0:
             best = d
     return best
@@ -46,11 +46,14 @@ def factored_dft(n_fft: int, n_bins: int) -> dict[str, np.ndarray] | None:
     ang2 = 2 * np.pi * np.outer(np.arange(n2), k2) / n2
     c, s = np.cos(ang2), np.sin(ang2)
     n = np.arange(n_fft)
-    return {"window": (0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)).astype(np.float32),
-            "stage1": np.concatenate([np.cos(ang1), -np.sin(ang1)]).astype(np.float32),
-            "twiddle_cos": np.cos(tw).astype(np.float32), "twiddle_sin": np.sin(tw).astype(np.float32),
-            "stage2": np.block([[c, -s], [s, c]]).astype(np.float32),
-            "order": (a[:, None] + n1 * k2[None, :]).reshape(-1)}
+    return {
+        "window": (0.5 - 0.5 * np.cos(2 * np.pi * n / n_fft)).astype(np.float32),
+        "stage1": np.concatenate([np.cos(ang1), -np.sin(ang1)]).astype(np.float32),
+        "twiddle_cos": np.cos(tw).astype(np.float32),
+        "twiddle_sin": np.sin(tw).astype(np.float32),
+        "stage2": np.block([[c, -s], [s, c]]).astype(np.float32),
+        "order": (a[:, None] + n1 * k2[None, :]).reshape(-1),
+    }
 
 
 def _fold(conv: nn.Conv1d, bn: nn.BatchNorm1d) -> tuple[torch.Tensor, torch.Tensor]:
@@ -98,8 +101,11 @@ class IncrementalGraph(nn.Module):
             self.register_buffer("dft", net.frontend.kernels[:, 0].T.contiguous().clone())  # [n_fft, 2 n_bins]
             mel_rows = mel.T
         else:
-            self.n1, self.n2, self.k2 = len(fft["stage1"]) // 2, cfg.n_fft // (len(fft["stage1"]) // 2), \
-                fft["stage2"].shape[1] // 2
+            self.n1, self.n2, self.k2 = (
+                len(fft["stage1"]) // 2,
+                cfg.n_fft // (len(fft["stage1"]) // 2),
+                fft["stage2"].shape[1] // 2,
+            )
             for k in ("window", "stage1", "twiddle_cos", "twiddle_sin", "stage2"):
                 self.register_buffer(k, torch.from_numpy(fft[k]))
             mel_rows = np.zeros((len(fft["order"]), mel.shape[0]), np.float32)
@@ -113,8 +119,11 @@ class IncrementalGraph(nn.Module):
     def initial_state(self, batch: int = 1) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """Zero states (``audio_state, mel_state, conv_state``) for a stream's start."""
         z, cfg = self.sizes, self.cfg
-        return (torch.zeros(batch, z.audio), torch.zeros(batch, z.mel, cfg.n_mels),
-                torch.zeros(batch, z.conv, cfg.channels))
+        return (
+            torch.zeros(batch, z.audio),
+            torch.zeros(batch, z.mel, cfg.n_mels),
+            torch.zeros(batch, z.conv, cfg.channels),
+        )
 
     def _frames(self, x: torch.Tensor) -> torch.Tensor:
         """``[B, T]`` -> ``[B, F, n_fft]`` frames ``hop`` apart (valid framing), built from hop-sized chunks."""
@@ -125,7 +134,7 @@ class IncrementalGraph(nn.Module):
         if rem:
             x = torch.cat([x, x.new_zeros(b, hop - rem)], dim=1)
         chunks = x[:, : hop * (f + q)].reshape(b, f + q, hop)
-        parts = [chunks[:, j: j + f] for j in range(q)] + ([chunks[:, q: q + f, :rem]] if rem else [])
+        parts = [chunks[:, j : j + f] for j in range(q)] + ([chunks[:, q : q + f, :rem]] if rem else [])
         return torch.cat(parts, dim=2)
 
     def log_mel(self, x: torch.Tensor) -> torch.Tensor:
@@ -138,7 +147,7 @@ class IncrementalGraph(nn.Module):
         else:
             b, f = frames.shape[0], frames.shape[1]
             a = self.stage1 @ (frames * self.window).reshape(b, f, self.n1, self.n2)
-            re, im = a[:, :, : self.n1], a[:, :, self.n1:]
+            re, im = a[:, :, : self.n1], a[:, :, self.n1 :]
             tr = re * self.twiddle_cos + im * self.twiddle_sin
             ti = im * self.twiddle_cos - re * self.twiddle_sin
             y = torch.cat([tr, ti], dim=3) @ self.stage2
@@ -146,23 +155,24 @@ class IncrementalGraph(nn.Module):
             power = (y[..., :k2] * y[..., :k2] + y[..., k2:] * y[..., k2:]).reshape(b, f, self.n1 * k2)
         return torch.log(power @ self.mel + self.floor) * self.in_scale + self.in_shift
 
-    def encode(self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor,
-               conv_state: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+    def encode(
+        self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor, conv_state: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
         """New embeddings ``[B, C, F1]`` and the next states (no head)."""
         z, s = self.sizes, self.cfg.stem_stride
         x = torch.cat([audio_state, audio], dim=1)
         mel = torch.cat([mel_state, self.log_mel(x)], dim=1)
         n = (mel.shape[1] - 3) // s + 1
-        taps = [mel[:, j: j + s * (n - 1) + 1: s] for j in range(3)]
+        taps = [mel[:, j : j + s * (n - 1) + 1 : s] for j in range(3)]
         h = torch.relu(torch.cat(taps, dim=2) @ self.stem_w + self.stem_b)
         outs, start = [], 0
         for i, (d, size) in enumerate(zip(self.cfg.dilations, z.convs)):
-            h = torch.cat([conv_state[:, start: start + size], h], dim=1)
+            h = torch.cat([conv_state[:, start : start + size], h], dim=1)
             outs.append(h[:, -size:])
-            gathered = torch.cat([h[:, : -2 * d], h[:, d: -d], h[:, 2 * d:]], dim=2)
-            h = h[:, d: -d] + torch.relu(gathered @ getattr(self, f"block{i}_w") + getattr(self, f"block{i}_b"))
+            gathered = torch.cat([h[:, : -2 * d], h[:, d:-d], h[:, 2 * d :]], dim=2)
+            h = h[:, d:-d] + torch.relu(gathered @ getattr(self, f"block{i}_w") + getattr(self, f"block{i}_b"))
             start += size
-        return h.transpose(1, 2), x[:, -z.audio:], mel[:, -z.mel:], torch.cat(outs, dim=1)
+        return h.transpose(1, 2), x[:, -z.audio :], mel[:, -z.mel :], torch.cat(outs, dim=1)
 
     def head(self, window: torch.Tensor) -> torch.Tensor:
         """Logits of a window of embeddings ``[B, C, F]`` (``EmotionNet.classify_embeddings``)."""
@@ -171,7 +181,13 @@ class IncrementalGraph(nn.Module):
         pooled = torch.cat([mean, torch.sqrt((d * d).mean(dim=2) + 1e-5)], dim=1)
         return self.classifier(self.bottleneck(pooled))
 
-    def forward(self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor,
-                conv_state: torch.Tensor, cache: torch.Tensor):
+    def forward(
+        self,
+        audio: torch.Tensor,
+        audio_state: torch.Tensor,
+        mel_state: torch.Tensor,
+        conv_state: torch.Tensor,
+        cache: torch.Tensor,
+    ):
         emb, audio_out, mel_out, conv_out = self.encode(audio, audio_state, mel_state, conv_state)
         return self.head(torch.cat([cache, emb], dim=2)), emb, audio_out, mel_out, conv_out

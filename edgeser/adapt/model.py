@@ -216,8 +216,14 @@ def incremental_sizes(cfg: ModelConfig) -> IncrementalSizes:
     convs = tuple(2 * d for d in cfg.dilations)
     warmup = stem_delay + sum(convs)
     block = cfg.embedding_stride
-    return IncrementalSizes(block=block, audio=h * (c - 1), mel=s * stem_delay - c + 1, convs=convs,
-                            warmup=warmup, tail=cfg.receptive_field - block * warmup)
+    return IncrementalSizes(
+        block=block,
+        audio=h * (c - 1),
+        mel=s * stem_delay - c + 1,
+        convs=convs,
+        warmup=warmup,
+        tail=cfg.receptive_field - block * warmup,
+    )
 
 
 def min_samples(cfg: ModelConfig) -> int:

@@ -8,8 +8,8 @@ from __future__ import annotations
 import json
 import os
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Sequence
 
 import numpy as np
 import torch
@@ -27,9 +27,12 @@ STATES = ("audio_state", "mel_state", "conv_state")
 def incremental_metadata(net: EmotionNet) -> dict:
     """The ``incremental`` entry of the metadata: block, warmup, tail and the states' shapes (without batch)."""
     cfg, z = net.cfg, incremental_sizes(net.cfg)
-    return {"block": z.block, "warmup": z.warmup, "tail": z.tail,
-            "states": {"audio_state": [z.audio], "mel_state": [z.mel, cfg.n_mels],
-                       "conv_state": [z.conv, cfg.channels]}}
+    return {
+        "block": z.block,
+        "warmup": z.warmup,
+        "tail": z.tail,
+        "states": {"audio_state": [z.audio], "mel_state": [z.mel, cfg.n_mels], "conv_state": [z.conv, cfg.channels]},
+    }
 
 
 def expected_dims(net: EmotionNet) -> dict[str, list]:
@@ -37,17 +40,24 @@ def expected_dims(net: EmotionNet) -> dict[str, list]:
     cfg, z = net.cfg, incremental_sizes(net.cfg)
     c = cfg.channels
     states = {"audio_state": [None, z.audio], "mel_state": [None, z.mel, cfg.n_mels], "conv_state": [None, z.conv, c]}
-    return {"audio": [None, None], **states, "cache": [None, c, None],
-            "logits": [None, len(cfg.labels)], "embeddings": [None, c, None],
-            **{k + "_out": v for k, v in states.items()}}
+    return {
+        "audio": [None, None],
+        **states,
+        "cache": [None, c, None],
+        "logits": [None, len(cfg.labels)],
+        "embeddings": [None, c, None],
+        **{k + "_out": v for k, v in states.items()},
+    }
 
 
 def _check_dims(path: Path, net: EmotionNet) -> None:
     import onnx
 
     m = onnx.load(str(path), load_external_data=False)
-    got = {v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
-           for v in list(m.graph.input) + list(m.graph.output)}
+    got = {
+        v.name: [d.dim_value if d.HasField("dim_value") else None for d in v.type.tensor_type.shape.dim]
+        for v in list(m.graph.input) + list(m.graph.output)
+    }
     want = expected_dims(net)
     if got != want:
         raise ParityError(f"exported graph has dims {got}, expected {want} (None = symbolic)")
@@ -68,8 +78,13 @@ def _call(sess, audio: np.ndarray, state: dict, cache: np.ndarray) -> tuple[np.n
     return out[0], out[1], dict(zip(STATES, out[2:]))
 
 
-def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarray], tol: float = 1e-4,
-                 blocks: Sequence[int] = (1, 5, 3, 25)) -> dict:
+def check_parity(
+    onnx_path: str | Path,
+    net: EmotionNet,
+    wavs: Sequence[np.ndarray],
+    tol: float = 1e-4,
+    blocks: Sequence[int] = (1, 5, 3, 25),
+) -> dict:
     """Max abs probability difference torch vs ONNX Runtime, whole clips (the warmup call, then the
     rest) and streamed (calls of ``blocks[i] * block`` samples, state carried, the embeddings after the
     warmup kept as the cache), and the largest difference of the streamed embeddings from torch's
@@ -97,7 +112,7 @@ def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarr
         cache, i, j, n_blocks = empty, z.warmup, 0, len(x) // z.block
         while i < n_blocks:
             k = min(blocks[j % len(blocks)], n_blocks - i)
-            logits, emb, state = _call(sess, x[None, i * z.block: (i + k) * z.block], state, cache)
+            logits, emb, state = _call(sess, x[None, i * z.block : (i + k) * z.block], state, cache)
             cache, i, j = np.concatenate([cache, emb], axis=2), i + k, j + 1
         n = cache.shape[2]
         if n:
@@ -106,15 +121,21 @@ def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarr
             with torch.no_grad():
                 ref_n = torch.softmax(net.classify_embeddings(torch.from_numpy(ref_emb[:, :, :n])), dim=1).numpy()
             streamed = max(streamed, float(np.abs(_softmax(logits) - ref_n).max()))
-    result = {"clips": len(wavs), "max_abs_prob_diff": whole, "max_abs_prob_diff_streamed": streamed,
-              "max_embedding_diff_streamed": emb_diff, "tolerance": tol}
+    result = {
+        "clips": len(wavs),
+        "max_abs_prob_diff": whole,
+        "max_abs_prob_diff_streamed": streamed,
+        "max_embedding_diff_streamed": emb_diff,
+        "tolerance": tol,
+    }
     if max(whole, streamed, emb_diff) > tol:
         raise ParityError(f"ONNX differs from torch by {max(whole, streamed, emb_diff):.2e} (> {tol:g}) on real clips")
     return result
 
 
-def export_incremental_net(net: EmotionNet, out: str | Path, metadata: dict,
-                           parity_audio: Sequence[str | Path] = (), tol: float = 1e-4) -> dict:
+def export_incremental_net(
+    net: EmotionNet, out: str | Path, metadata: dict, parity_audio: Sequence[str | Path] = (), tol: float = 1e-4
+) -> dict:
     """Export ``net`` as the incremental graph to ``out`` with ``metadata`` (plus its ``incremental``
     entry); returns the metadata plus the parity result. Nothing is written at ``out`` unless the dims
     and parity checks pass."""
@@ -131,12 +152,25 @@ def export_incremental_net(net: EmotionNet, out: str | Path, metadata: dict,
     example = (audio, *states, torch.randn(2, cfg.channels, 3))
     b = torch.export.Dim("batch")
     t, f = torch.export.Dim("samples", min=z.block), torch.export.Dim("frames")
-    shapes = {"audio": {0: b, 1: t}, "audio_state": {0: b}, "mel_state": {0: b}, "conv_state": {0: b},
-              "cache": {0: b, 2: f}}
+    shapes = {
+        "audio": {0: b, 1: t},
+        "audio_state": {0: b},
+        "mel_state": {0: b},
+        "conv_state": {0: b},
+        "cache": {0: b, 2: f},
+    }
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        prog = torch.onnx.export(graph, example, dynamo=True, opset_version=18, input_names=list(INPUTS),
-                                 output_names=list(OUTPUTS), dynamic_shapes=shapes, verbose=False)
+        prog = torch.onnx.export(
+            graph,
+            example,
+            dynamo=True,
+            opset_version=18,
+            input_names=list(INPUTS),
+            output_names=list(OUTPUTS),
+            dynamic_shapes=shapes,
+            verbose=False,
+        )
     meta = {**metadata, "incremental": incremental_metadata(net)}
     model = prog.model_proto
     del model.metadata_props[:]
@@ -159,8 +193,13 @@ def export_incremental_net(net: EmotionNet, out: str | Path, metadata: dict,
     return {**meta, "parity": parity, "path": str(out), "bytes": out.stat().st_size}
 
 
-def export_incremental(checkpoint: str | Path, out: str | Path, parity_audio: Sequence[str | Path] = (),
-                       tol: float = 1e-4, extra_metadata: dict | None = None) -> dict:
+def export_incremental(
+    checkpoint: str | Path,
+    out: str | Path,
+    parity_audio: Sequence[str | Path] = (),
+    tol: float = 1e-4,
+    extra_metadata: dict | None = None,
+) -> dict:
     """``export_onnx``'s counterpart for the incremental graph: checkpoint -> checked ONNX file."""
     from ..adapt.checkpoint import load_model, read_checkpoint
 

@@ -11,16 +11,18 @@ such a file unchanged; ``IncrementalStream`` has ``EmotionStream``'s windows, ga
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
+from .contract import METADATA_KEY, REQUIRED
 from .distribution import Distribution
-from .model_file import _REQUIRED, METADATA_KEY, _session, softmax
+from .model_file import _session, softmax
 from .recognizer import Recognizer
-from .speech import SpeechGate
+from .speech import Gate
 from .stream import EmotionStream, StreamEvent
 
 INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache")
@@ -46,7 +48,7 @@ class IncrementalModel:
             meta = json.loads(meta_map[METADATA_KEY])
         except json.JSONDecodeError:
             raise ModelError(f"{self.path}: edgeser metadata is not valid JSON") from None
-        missing = [k for k in (*_REQUIRED, "incremental") if k not in meta]
+        missing = [k for k in (*REQUIRED, "incremental") if k not in meta]
         if missing:
             raise ModelError(f"{self.path}: edgeser metadata lacks {missing} (not an incremental graph?)")
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -69,8 +71,11 @@ class IncrementalModel:
         self.receptive_field: int = int(meta["receptive_field"])
         self.embedding_stride: int = int(meta["embedding_stride"])
         self.embedding_dim: int = int(meta["embedding_dim"])
-        if self.block != self.embedding_stride or not 0 < self.tail <= self.block \
-                or self.receptive_field != self.warmup * self.block + self.tail:
+        if (
+            self.block != self.embedding_stride
+            or not 0 < self.tail <= self.block
+            or self.receptive_field != self.warmup * self.block + self.tail
+        ):
             raise ModelError(f"{self.path}: inconsistent 'incremental' metadata {inc!r}")
 
     @property
@@ -91,14 +96,21 @@ class IncrementalModel:
         """Zero states: a stream's start (its first ``warmup`` embeddings are then not valid)."""
         return {k: np.zeros((batch, *s), np.float32) for k, s in self.state_shapes.items()}
 
-    def step(self, audio: np.ndarray, state: State,
-             cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, State]:
+    def step(
+        self, audio: np.ndarray, state: State, cache: np.ndarray | None = None
+    ) -> tuple[np.ndarray, np.ndarray, State]:
         """One incremental call: ``audio [B, k*block]`` after ``state`` -> ``(logits of cat(cache,
         embeddings), embeddings [B,C,k], next state)``."""
         if cache is None:
             cache = self.empty_cache(audio.shape[0])
-        out = self.session.run(None, {"audio": np.ascontiguousarray(audio, dtype=np.float32), **state,
-                                      "cache": np.ascontiguousarray(cache, dtype=np.float32)})
+        out = self.session.run(
+            None,
+            {
+                "audio": np.ascontiguousarray(audio, dtype=np.float32),
+                **state,
+                "cache": np.ascontiguousarray(cache, dtype=np.float32),
+            },
+        )
         return out[0], out[1], dict(zip(STATES, out[2:]))
 
     def run(self, audio: np.ndarray, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
@@ -118,20 +130,27 @@ class IncrementalStream(EmotionStream):
     each hop's audio is encoded once, without re-encoding the receptive field's context. Accepts a
     ``Recognizer`` whose model is an :class:`IncrementalModel`, or the model itself."""
 
-    def __init__(self, recognizer: Recognizer | IncrementalModel, sample_rate: int = 16000,
-                 window_s: float | None = None, hop_s: float | None = None, min_window_s: float = 1.0,
-                 smoothing: float = 0.5, gate: SpeechGate | None | bool = True):
-        if isinstance(recognizer, IncrementalModel):
-            recognizer = Recognizer(recognizer)  # type: ignore[arg-type]
-        if not isinstance(recognizer.model, IncrementalModel):
-            raise ModelError(f"{recognizer.model.path}: not an incremental model (use EmotionStream)")
-        super().__init__(recognizer, sample_rate, window_s, hop_s, min_window_s, smoothing, gate)
+    def __init__(
+        self,
+        recognizer: Recognizer | IncrementalModel,
+        sample_rate: int = 16000,
+        window_s: float | None = None,
+        hop_s: float | None = None,
+        min_window_s: float = 1.0,
+        smoothing: float = 0.5,
+        gate: Gate | None | bool = True,
+        channels: int = 1,
+    ):
+        model = recognizer if isinstance(recognizer, IncrementalModel) else recognizer.model
+        if not isinstance(model, IncrementalModel):
+            raise ModelError(f"{model.path}: not an incremental model (use EmotionStream)")
+        super().__init__(model, sample_rate, window_s, hop_s, min_window_s, smoothing, gate, channels)
 
     def reset(self) -> None:
         super().reset()
         self._state = self.model.initial_state(1)
         self._warm = self.model.warmup  # zero-state outputs still to drop
-        self._provisional = False       # the window's last embedding came from a zero-padded block
+        self._provisional = False  # the window's last embedding came from a zero-padded block
 
     def _step(self, final: bool = False) -> StreamEvent | None:
         m = self.model
@@ -141,7 +160,7 @@ class IncrementalStream(EmotionStream):
         if self._warm and n_full:  # warmup blocks: a call of their own, outputs dropped
             w = min(self._warm, n_full)
             _, _, self._state = m.step(self._buf[None, : w * z], self._state)
-            self._buf, n_full, self._warm = self._buf[w * z:], n_full - w, self._warm - w
+            self._buf, n_full, self._warm = self._buf[w * z :], n_full - w, self._warm - w
         rest = len(self._buf) - n_full * z
         # a partial block long enough for one more embedding (at flush(), or at every hop after a flush
         # that left one) is run zero-padded, its state not kept, as EmotionStream encodes it too; the
@@ -154,12 +173,12 @@ class IncrementalStream(EmotionStream):
         if n_new == 0:
             return None
         keep = max(0, min(have, self.window_emb - n_new))
-        cache = self._emb[:, :, have - keep: have]
+        cache = self._emb[:, :, have - keep : have]
         new = np.zeros((1, m.embedding_dim, 0), np.float32)
         logits = None
         if n_full:
             logits, new, self._state = m.step(self._buf[None, : n_full * z], self._state, cache)
-            self._buf = self._buf[n_full * z:]
+            self._buf = self._buf[n_full * z :]
         if extra:
             block = np.zeros((1, z), np.float32)
             block[0, :rest] = self._buf
@@ -167,7 +186,7 @@ class IncrementalStream(EmotionStream):
             new = np.concatenate([new, emb], axis=2)
             self._provisional = True
         self._n_emb += n_new
-        self._emb = np.concatenate([cache, new], axis=2)[:, :, -self.window_emb:]
+        self._emb = np.concatenate([cache, new], axis=2)[:, :, -self.window_emb :]
         n = self._emb.shape[2]
         if n < self.min_emb and not final:
             return None
@@ -187,5 +206,12 @@ class IncrementalStream(EmotionStream):
             smoothed = Distribution(self.labels, self._smooth, speech_fraction=frac)
         window_s = (m.receptive_field + (n - 1) * m.embedding_stride) / m.sample_rate
         start_s = (self._n_emb - n) * m.embedding_stride / m.sample_rate
-        return StreamEvent(time_s=self._consumed / m.sample_rate, start_s=start_s, window_s=window_s, speech=speech,
-                           speech_fraction=frac, distribution=smoothed, raw=raw if speech else None)
+        return StreamEvent(
+            time_s=self._consumed / m.sample_rate,
+            start_s=start_s,
+            window_s=window_s,
+            speech=speech,
+            speech_fraction=frac,
+            distribution=smoothed,
+            raw=raw if speech else None,
+        )

@@ -47,6 +47,20 @@ class StreamEvent:
         }
 
 
+#: what EmotionStream uses of its model (OnnxModel has it; so does runtime.incremental.IncrementalModel)
+_MODEL_INTERFACE = (
+    "run",
+    "labels",
+    "sample_rate",
+    "window_s",
+    "hop_s",
+    "receptive_field",
+    "embedding_stride",
+    "embedding_dim",
+    "n_embeddings",
+)
+
+
 class EmotionStream:
     """Sliding-window streaming recognition with explicit state, over a loaded model (as silero-vad's
     ``VADIterator`` takes its model); ``Recognizer.stream()`` is the usual way to make one.
@@ -75,7 +89,9 @@ class EmotionStream:
         gate: Gate | None | bool = True,
         channels: int = 1,
     ):
-        if not isinstance(model, OnnxModel):  # e.g. a Recognizer or a path: say what to pass instead
+        # an OnnxModel or a model with its interface (runtime.incremental.IncrementalModel); a Recognizer or a
+        # path is a common mistake: say what to pass instead
+        if not isinstance(model, OnnxModel) and not all(hasattr(model, a) for a in _MODEL_INTERFACE):
             raise TypeError(
                 f"EmotionStream needs a loaded OnnxModel, got {type(model).__name__} "
                 "(use Recognizer.stream(), or EmotionStream(OnnxModel(path)))"
