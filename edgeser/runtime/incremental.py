@@ -19,8 +19,7 @@ import numpy as np
 
 from ..errors import ModelError
 from .contract import METADATA_KEY, REQUIRED
-from .distribution import Distribution
-from .model_file import _session, softmax
+from .model_file import _session
 from .recognizer import Recognizer
 from .speech import Gate
 from .stream import EmotionStream, StreamEvent
@@ -191,27 +190,3 @@ class IncrementalStream(EmotionStream):
         if n < self.min_emb and not final:
             return None
         return self._event(logits, n)
-
-    def _event(self, logits: np.ndarray, n: int) -> StreamEvent:
-        """``EmotionStream``'s event for the window of the last ``n`` embeddings and its logits."""
-        m = self.model
-        probs = softmax(logits)[0]
-        frac = self.gate.speech_fraction() if self.gate is not None else 1.0
-        speech = self.gate.is_speech() if self.gate is not None else True
-        raw = Distribution(self.labels, probs, speech_fraction=frac)
-        smoothed = None
-        if speech:
-            past = self._smooth
-            self._smooth = probs if past is None else self.smoothing * past + (1 - self.smoothing) * probs
-            smoothed = Distribution(self.labels, self._smooth, speech_fraction=frac)
-        window_s = (m.receptive_field + (n - 1) * m.embedding_stride) / m.sample_rate
-        start_s = (self._n_emb - n) * m.embedding_stride / m.sample_rate
-        return StreamEvent(
-            time_s=self._consumed / m.sample_rate,
-            start_s=start_s,
-            window_s=window_s,
-            speech=speech,
-            speech_fraction=frac,
-            distribution=smoothed,
-            raw=raw if speech else None,
-        )

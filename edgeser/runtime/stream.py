@@ -199,6 +199,11 @@ class EmotionStream:
         n = self._emb.shape[2]
         if n < self.min_emb and not final:
             return None
+        return self._event(logits, n)
+
+    def _event(self, logits: np.ndarray, n: int) -> StreamEvent:
+        """The event of the window made of the last ``n`` embeddings, whose scores are ``logits``."""
+        m = self.model
         probs = softmax(logits)[0]
         frac = self.gate.speech_fraction() if self.gate is not None else 1.0
         speech = self.gate.is_speech() if self.gate is not None else True
