@@ -10,16 +10,14 @@ such a file unchanged; ``IncrementalStream`` has ``EmotionStream``'s windows, ga
 
 from __future__ import annotations
 
-import json
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
-from .contract import METADATA_KEY, REQUIRED
-from .model_file import _session
+from .contract import validate_metadata
+from .model_file import EdgeserModel
 from .recognizer import Recognizer
 from .speech import Gate
 from .stream import EmotionStream, StreamEvent
@@ -31,29 +29,20 @@ STATES = ("audio_state", "mel_state", "conv_state")
 State = dict[str, np.ndarray]
 
 
-class IncrementalModel:
+class IncrementalModel(EdgeserModel):
     """ONNX Runtime session of an incremental edgeser graph plus its metadata (see the module docstring).
     Has ``OnnxModel``'s attributes and ``run``; ``step`` is the incremental call."""
 
     def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
-        self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
-        self.session = _session(self.path, threads, providers)
-        meta_map = self.session.get_modelmeta().custom_metadata_map
-        if METADATA_KEY not in meta_map:
-            raise ModelError(f"{self.path}: ONNX model without edgeser metadata (was it made by 'edgeser export'?)")
-        try:
-            meta = json.loads(meta_map[METADATA_KEY])
-        except json.JSONDecodeError:
-            raise ModelError(f"{self.path}: edgeser metadata is not valid JSON") from None
-        missing = [k for k in (*REQUIRED, "incremental") if k not in meta]
-        if missing:
-            raise ModelError(f"{self.path}: edgeser metadata lacks {missing} (not an incremental graph?)")
+        super().__init__(path, threads, providers)
+        if "incremental" not in self._raw_metadata:
+            raise ModelError(f"{self.path}: edgeser metadata lacks ['incremental'] (not an incremental graph?)")
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         if set(inputs) != set(INPUTS):
             raise ModelError(f"{self.path}: expected inputs {list(INPUTS)}, found {sorted(inputs)}")
-        inc = meta["incremental"]
+        cache_channels = inputs["cache"][1] if isinstance(inputs["cache"][1], int) else None
+        self._adopt(validate_metadata(self._raw_metadata, str(self.path), channels=cache_channels))
+        inc = self.metadata["incremental"]
         try:
             self.block, self.warmup, self.tail = int(inc["block"]), int(inc["warmup"]), int(inc["tail"])
             self.state_shapes = {k: tuple(int(d) for d in inc["states"][k]) for k in STATES}
@@ -62,34 +51,12 @@ class IncrementalModel:
         for k in STATES:
             if tuple(inputs[k][1:]) != self.state_shapes[k]:
                 raise ModelError(f"{self.path}: input {k} has shape {inputs[k]}, metadata says {self.state_shapes[k]}")
-        self.metadata: dict[str, Any] = meta
-        self.labels: list[str] = list(meta["labels"])
-        self.sample_rate: int = int(meta["sample_rate"])
-        self.window_s: float = float(meta["window_s"])
-        self.hop_s: float = float(meta["hop_s"])
-        self.receptive_field: int = int(meta["receptive_field"])
-        self.embedding_stride: int = int(meta["embedding_stride"])
-        self.embedding_dim: int = int(meta["embedding_dim"])
         if (
             self.block != self.embedding_stride
             or not 0 < self.tail <= self.block
             or self.receptive_field != self.warmup * self.block + self.tail
         ):
             raise ModelError(f"{self.path}: inconsistent 'incremental' metadata {inc!r}")
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session really uses."""
-        return list(self.session.get_providers())
-
-    def n_embeddings(self, n_samples: int) -> int:
-        """Embeddings produced by ``n_samples`` samples (0 when shorter than the receptive field)."""
-        if n_samples < self.receptive_field:
-            return 0
-        return (n_samples - self.receptive_field) // self.embedding_stride + 1
-
-    def empty_cache(self, batch: int = 1) -> np.ndarray:
-        return np.zeros((batch, self.embedding_dim, 0), np.float32)
 
     def initial_state(self, batch: int = 1) -> State:
         """Zero states: a stream's start (its first ``warmup`` embeddings are then not valid)."""

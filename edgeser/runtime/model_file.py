@@ -37,9 +37,9 @@ def _session(path: Path, threads: int, providers: Sequence[str] | None):
         raise ModelError(f"{path}: not a loadable ONNX model ({str(e).splitlines()[0][:200]})") from None
 
 
-class OnnxModel:
-    """ONNX Runtime session + metadata. ``providers`` actually in use are read from the session
-    (``onnxruntime.get_device()`` says GPU for the GPU package even without a GPU)."""
+class EdgeserModel:
+    """What every edgeser ONNX form shares: the session, the edgeser metadata read from it, and the sizes
+    derived from the metadata. Subclasses check their graph's inputs and outputs and call :meth:`_adopt`."""
 
     def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
         self.path = Path(path)
@@ -50,9 +50,42 @@ class OnnxModel:
         if METADATA_KEY not in meta_map:
             raise ModelError(f"{self.path}: ONNX model without edgeser metadata (was it made by 'edgeser export'?)")
         try:
-            meta = json.loads(meta_map[METADATA_KEY])
+            self._raw_metadata = json.loads(meta_map[METADATA_KEY])
         except json.JSONDecodeError:
             raise ModelError(f"{self.path}: edgeser metadata is not valid JSON") from None
+
+    def _adopt(self, meta: dict[str, Any]) -> None:
+        """Take validated metadata (:func:`~edgeser.runtime.contract.validate_metadata`) as attributes."""
+        self.metadata: dict[str, Any] = meta
+        self.labels: list[str] = list(meta["labels"])
+        self.sample_rate: int = meta["sample_rate"]
+        self.window_s: float = meta["window_s"]
+        self.hop_s: float = meta["hop_s"]
+        self.receptive_field: int = meta["receptive_field"]
+        self.embedding_stride: int = meta["embedding_stride"]
+        self.embedding_dim: int = meta["embedding_dim"]
+
+    @property
+    def providers(self) -> list[str]:
+        """The execution providers the session really uses."""
+        return list(self.session.get_providers())
+
+    def n_embeddings(self, n_samples: int) -> int:
+        """Embeddings produced by ``n_samples`` samples (0 when shorter than the receptive field)."""
+        if n_samples < self.receptive_field:
+            return 0
+        return (n_samples - self.receptive_field) // self.embedding_stride + 1
+
+    def empty_cache(self, batch: int = 1) -> np.ndarray:
+        return np.zeros((batch, self.embedding_dim, 0), np.float32)
+
+
+class OnnxModel(EdgeserModel):
+    """ONNX Runtime session + metadata. ``providers`` actually in use are read from the session
+    (``onnxruntime.get_device()`` says GPU for the GPU package even without a GPU)."""
+
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
+        super().__init__(path, threads, providers)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if sorted(inputs) != sorted(INPUTS) or sorted(outputs) != sorted(OUTPUTS):
@@ -65,16 +98,12 @@ class OnnxModel:
             return shape[axis] if len(shape) > axis and isinstance(shape[axis], int) else None
 
         meta = validate_metadata(
-            meta, str(self.path), n_outputs=fixed(outputs["logits"], 1), channels=fixed(inputs["cache"], 1)
+            self._raw_metadata,
+            str(self.path),
+            n_outputs=fixed(outputs["logits"], 1),
+            channels=fixed(inputs["cache"], 1),
         )
-        self.metadata: dict[str, Any] = meta
-        self.labels: list[str] = list(meta["labels"])
-        self.sample_rate: int = meta["sample_rate"]
-        self.window_s: float = meta["window_s"]
-        self.hop_s: float = meta["hop_s"]
-        self.receptive_field: int = meta["receptive_field"]
-        self.embedding_stride: int = meta["embedding_stride"]
-        self.embedding_dim: int = meta["embedding_dim"]
+        self._adopt(meta)
         self._probe()
 
     def _probe(self) -> None:
@@ -117,20 +146,6 @@ class OnnxModel:
                     f"{where}: the graph gives {got} embeddings for {n} samples, the metadata "
                     f"(receptive_field {rf}, embedding_stride {stride}) says {want}"
                 )
-
-    @property
-    def providers(self) -> list[str]:
-        """The execution providers the session really uses."""
-        return list(self.session.get_providers())
-
-    def n_embeddings(self, n_samples: int) -> int:
-        """Embeddings produced by ``n_samples`` samples (0 when shorter than the receptive field)."""
-        if n_samples < self.receptive_field:
-            return 0
-        return (n_samples - self.receptive_field) // self.embedding_stride + 1
-
-    def empty_cache(self, batch: int = 1) -> np.ndarray:
-        return np.zeros((batch, self.embedding_dim, 0), np.float32)
 
     def run(self, audio: np.ndarray, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``audio [B, T]`` (T >= receptive field), ``cache [B, C, F0]`` -> ``(logits [B, n], embeddings [B, C, F1])``."""
