@@ -5,9 +5,6 @@ matches torch on real clips, whole-clip (the warmup call, then the rest) and str
 
 from __future__ import annotations
 
-import json
-import os
-import warnings
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -16,8 +13,7 @@ import torch
 
 from ..adapt.incremental import IncrementalGraph
 from ..adapt.model import EmotionNet, incremental_sizes
-from ..audio import load_audio
-from .onnx_export import METADATA_KEY, ParityError, metadata_for
+from .onnx_export import ParityError, _check_writable, dynamo_export, metadata_for, save_checked
 
 INPUTS = ("audio", "audio_state", "mel_state", "conv_state", "cache")
 OUTPUTS = ("logits", "embeddings", "audio_state_out", "mel_state_out", "conv_state_out")
@@ -139,12 +135,10 @@ def export_incremental_net(
     """Export ``net`` as the incremental graph to ``out`` with ``metadata`` (plus its ``incremental``
     entry); returns the metadata plus the parity result. Nothing is written at ``out`` unless the dims
     and parity checks pass."""
-    import onnx
-
     net = net.eval()
     cfg, z = net.cfg, incremental_sizes(net.cfg)
     out = Path(out)
-    tmp = out.with_name(out.name + ".partial")
+    _check_writable(out)
     graph = IncrementalGraph(net).eval()
     # batch 2 and sizes >= 2 in the example: size-1 (and 0) dims get specialised by the exporter
     audio = torch.randn(2, 7 * z.block) * 0.1
@@ -159,38 +153,14 @@ def export_incremental_net(
         "conv_state": {0: b},
         "cache": {0: b, 2: f},
     }
-    with warnings.catch_warnings():
-        warnings.simplefilter("ignore")
-        prog = torch.onnx.export(
-            graph,
-            example,
-            dynamo=True,
-            opset_version=18,
-            input_names=list(INPUTS),
-            output_names=list(OUTPUTS),
-            dynamic_shapes=shapes,
-            verbose=False,
-        )
+    model = dynamo_export(graph, example, list(INPUTS), list(OUTPUTS), shapes)
     meta = {**metadata, "incremental": incremental_metadata(net)}
-    model = prog.model_proto
-    del model.metadata_props[:]
-    entry = model.metadata_props.add()
-    entry.key, entry.value = METADATA_KEY, json.dumps(meta)
-    model.producer_name = "edgeser"
-    onnx.save(model, str(tmp))
-    try:
-        _check_dims(tmp, net)
-        wavs = [load_audio(p, cfg.sample_rate) for p in parity_audio]
-        if not wavs:  # no clips given: the bundled demo clips are real speech
-            from ..demo import demo_clips
 
-            wavs = [load_audio(p, cfg.sample_rate) for p in demo_clips()]
-        parity = check_parity(tmp, net, wavs, tol)
-    except BaseException:
-        tmp.unlink(missing_ok=True)
-        raise
-    os.replace(tmp, out)
-    return {**meta, "parity": parity, "path": str(out), "bytes": out.stat().st_size}
+    def check(tmp: Path, wavs: list[np.ndarray]) -> dict:
+        _check_dims(tmp, net)
+        return check_parity(tmp, net, wavs, tol)
+
+    return save_checked(model, meta, out, parity_audio, cfg.sample_rate, check)
 
 
 def export_incremental(

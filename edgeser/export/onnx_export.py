@@ -155,7 +155,6 @@ def export_onnx(
     cfg = net.cfg
     meta = metadata_for(net, {**ckpt.get("summary", {}), **(extra_metadata or {})})
     validate_metadata(meta, str(checkpoint), n_outputs=net.classifier.out_features, channels=cfg.channels)
-    tmp = out.with_name(out.name + ".partial")
     # batch >= 2 and F0 >= 2 in the example: size-1 (and 0) dims get specialised by the exporter
     audio = torch.randn(2, cfg.receptive_field + 7 * cfg.embedding_stride) * 0.1
     cache = torch.randn(2, cfg.channels, 3)
@@ -164,42 +163,66 @@ def export_onnx(
         torch.export.Dim("samples", min=cfg.receptive_field),
         torch.export.Dim("frames"),
     )
+    model = dynamo_export(
+        StreamingGraph(net).eval(),
+        (audio, cache),
+        list(INPUTS),
+        list(OUTPUTS),
+        {"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
+    )
+
+    def check(tmp: Path, wavs: list[np.ndarray]) -> dict:
+        _check_dims(tmp, len(cfg.labels), cfg.channels)
+        return check_parity(tmp, net, wavs, tol)
+
+    return save_checked(model, meta, out, parity_audio, cfg.sample_rate, check)
+
+
+def dynamo_export(module: torch.nn.Module, example: tuple, inputs: list[str], outputs: list[str], shapes: dict):
+    """``torch.onnx.export`` (dynamo, opset 18) of ``module`` -> the ModelProto, without the exporter's
+    known noise; any other warning still shows."""
     # the exporter's op registry warns once per torchvision op when torchvision is absent (we never use them)
     registry_log = logging.getLogger("torch.onnx._internal.exporter._registration")
     level = registry_log.level
     registry_log.setLevel(logging.ERROR)
     try:
-        with warnings.catch_warnings():  # two known, harmless messages of the exporter; any other warning shows
+        with warnings.catch_warnings():  # two known, harmless messages of the exporter
             warnings.filterwarnings("ignore", r"`isinstance\(treespec, LeafSpec\)` is deprecated", FutureWarning)
             warnings.filterwarnings("ignore", r"# The axis name: \w+ will not be used", UserWarning)  # shared batch Dim
             prog = torch.onnx.export(
-                StreamingGraph(net).eval(),
-                (audio, cache),
+                module,
+                example,
                 dynamo=True,
                 opset_version=18,
-                input_names=list(INPUTS),
-                output_names=list(OUTPUTS),
-                dynamic_shapes={"audio": {0: b, 1: t}, "cache": {0: b, 2: f}},
+                input_names=inputs,
+                output_names=outputs,
+                dynamic_shapes=shapes,
                 verbose=False,
             )
     finally:
         registry_log.setLevel(level)
+    return prog.model_proto
+
+
+def save_checked(model, meta: dict, out: Path, parity_audio: Sequence[str | Path], sample_rate: int, check) -> dict:
+    """Write ``model`` with ``meta`` under the edgeser key to ``out.partial``, run ``check(path, wavs)``
+    (dims and parity; the bundled demo clips when no ``parity_audio`` is given) and move it to ``out`` only
+    when the check passes. Returns ``meta`` plus the parity result, the path and the size."""
     import onnx
 
-    model = prog.model_proto
+    tmp = out.with_name(out.name + ".partial")
     del model.metadata_props[:]
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     model.producer_name = "edgeser"
     onnx.save(model, str(tmp))
     try:
-        _check_dims(tmp, len(cfg.labels), cfg.channels)
-        wavs = [load_audio(p, cfg.sample_rate) for p in parity_audio]
+        wavs = [load_audio(p, sample_rate) for p in parity_audio]
         if not wavs:  # no clips given: the bundled demo clips are real speech
             from ..demo import demo_clips
 
-            wavs = [load_audio(p, cfg.sample_rate) for p in demo_clips()]
-        parity = check_parity(tmp, net, wavs, tol)
+            wavs = [load_audio(p, sample_rate) for p in demo_clips()]
+        parity = check(tmp, wavs)
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
