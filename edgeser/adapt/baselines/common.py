@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from ...errors import ModelError
-from ..data import DEFAULT_MAX_CLIP_S
 from ..engine import AdaptMethod, FactorSchedule, FitConfig, as_clips, full_pass, load_source, target_labels
 from ..model import EmotionNet
 
@@ -58,14 +57,6 @@ class AdaptConfig(FitConfig):
     #: schedule ``lr * (1 + gamma * p) ** -power``, ``p`` = finished steps / all steps
     gamma: float = 10.0
     power: float = 0.75
-    crop_s: float = 3.0
-    augment: bool = True
-    gain_db: float = 6.0
-    noise_prob: float = 0.3
-    max_clip_s: float | None = DEFAULT_MAX_CLIP_S
-    eval_batch_size: int = 32
-    seed: int = 0
-    device: str | None = None
 
 
 def backbone_parameters(net: EmotionNet) -> list[torch.nn.Parameter]:
