@@ -287,3 +287,45 @@ def test_a_third_teacher_plugs_in_through_the_public_api(source, clips, tmp_path
     assert (w[:, 2] > 0).all() and not np.allclose(three.targets, two.targets)
     assert not same(weights(tmp_path / "two.pt"), weights(tmp_path / "three_default.pt"))
     assert [t["name"] for t in res.summary["details"]["teachers"]] == ["lalm", "classifier", "constant"]
+
+
+def test_reliability_referee_scales_the_weights_and_resumes(source, clips, tmp_path):
+    """reliability="referee": the kappas are measured once, on the starting teachers, reported per epoch with
+    the prior they give, kept in the training state, and the same after a resume; a constant LALM (no
+    agreement beyond chance with anything) is reported as unreliable."""
+    lalm = lalm_votes(clips)
+    c = cfg(reliability="referee")
+    full = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "full.pt", c, progress=False)
+    rels = [r["reliability"] for r in full.history]
+    assert set(rels[0]) == {"lalm", "classifier"}
+    assert rels[0] == rels[1]  # measured once
+    assert sum(v["prior"] for v in rels[0].values()) == pytest.approx(1)
+    assert load_state(full.state)["method"]["kappas"].shape == (2,)
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], out, c, progress=False, on_epoch=stop)
+    res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], out, c, progress=False)
+    assert res.history[1]["reliability"] == rels[1]
+    assert same(weights(out), weights(tmp_path / "full.pt"))
+
+    constant = np.zeros_like(lalm)
+    constant[:, :, LABELS.index("sad")] = 1.0
+    res = mifuse_adapt(source, clips, [lalm_teacher(constant), ema()], tmp_path / "const.pt", c, progress=False)
+    rel = res.history[0]["reliability"]
+    # the referee of a constant LALM is constant: no teacher can agree with it beyond chance, no evidence
+    # either way, so the prior stays even; the LALM is still reported
+    assert rel["lalm"]["kappa"] == 0.0 and rel["lalm"]["prior"] == 0.5
+    assert any("lalm looks unreliable" in n for n in res.summary["notes"])
+    # without a referee (the default) nothing of this is reported
+    plain = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "plain.pt", cfg(), progress=False)
+    assert "reliability" not in plain.history[0]
+
+
+def test_bad_reliability_setting(source, clips, tmp_path):
+    with pytest.raises(ValueError, match="reliability"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(reliability="votes"), progress=False)

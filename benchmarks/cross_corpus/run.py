@@ -143,6 +143,9 @@ class Bench:
         self.servers: dict[str, tuple] = {}
         self.lalm: dict[str, tuple[np.ndarray, np.ndarray, dict]] = {}
         self.wavs: dict[str, list[np.ndarray]] = {}
+        #: where source models and per-run results go (the regime benchmark shares the sources between regimes)
+        self.sources_dir = work / "sources"
+        self.results_dir = work / "results"
 
     def settings(self) -> dict:
         """What a stored result must have been made with to be reused."""
@@ -172,7 +175,7 @@ class Bench:
 
     # ---- source models (one per source corpus and seed, shared by both transfers from it)
     def source_model(self, src: str, seed: int) -> tuple[Path, dict]:
-        d = self.work / "sources" / src / f"seed{seed}"
+        d = self.sources_dir / src / f"seed{seed}"
         done = d / "done.json"
         train_c, val_c, info = self.source_sets(src)
         if done.exists():
@@ -227,6 +230,10 @@ class Bench:
             )
         self.standins[name] = s
         return s
+
+    def lalm_description(self, transfer: str) -> dict:
+        """What answered as the LALM on ``transfer`` (stored with the zero-shot result)."""
+        return self.standin(TRANSFERS[transfer][2]).describe()
 
     def server_url(self, s: StandIn) -> str:
         if s.model_name not in self.servers:
@@ -284,13 +291,13 @@ class Bench:
 
     def run_one(self, transfer: str, seed: int, method: str) -> dict:
         src, tgt, third = TRANSFERS[transfer]
-        out_json = self.work / "results" / transfer / f"seed{seed}" / f"{method}.json"
+        out_json = self.results_dir / transfer / f"seed{seed}" / f"{method}.json"
         if out_json.exists():
             old = json.loads(out_json.read_text())
             if old.get("settings") == self.settings():
                 return old
             log(f"{out_json} was made with other settings ({old.get('settings')}): redoing it")
-        d = self.work / "adapt" / transfer / f"seed{seed}"
+        d = self.results_dir.parent / "adapt" / transfer / f"seed{seed}"
         d.mkdir(parents=True, exist_ok=True)
         adapt_c, test_c, split = self.target_sets(tgt)
         write_manifest(adapt_c, self.work / "splits" / transfer / "adapt.csv")
@@ -317,13 +324,13 @@ class Bench:
             extra = {
                 "answers_missing_clips": int(missing.sum()),
                 "lalm_usage": usage,
-                "standin": self.standin(third).describe(),
+                "standin": self.lalm_description(transfer),
             }
         elif method in ADAPT or method in VARIANTS:
             spec, over = (
                 (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]], VARIANTS[method][1])
             )
-            cfg = spec.config(epochs=ep, seed=seed, **over)
+            cfg = spec.config(**{"epochs": ep, "seed": seed, **over})
             teacher = None
             if spec.needs_teacher:
                 lalm_adapt, _, _ = self.lalm_samples(transfer, adapt_c, test_c)

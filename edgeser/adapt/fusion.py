@@ -75,12 +75,19 @@ def summarize(samples: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 
 
 def teacher_weights(
-    mi: np.ndarray, method: str = DEFAULT_METHOD, tau: float = DEFAULT_TAU, eps: float = DEFAULT_EPS
+    mi: np.ndarray,
+    method: str = DEFAULT_METHOD,
+    tau: float = DEFAULT_TAU,
+    eps: float = DEFAULT_EPS,
+    prior: np.ndarray | None = None,
 ) -> np.ndarray:
     """``(N, T)`` uncertainty (MI or entropy, nats) per clip and teacher -> ``(N, T)`` weights summing
     to 1 over the teachers that cover the clip (NaN -> weight 0; a clip no teacher covers -> all 0).
 
-    ``"softmax"``: ``w ∝ exp(-u / tau)``; ``"inverse"``: ``w ∝ 1 / (u + eps)``; ``"equal"``."""
+    ``"softmax"``: ``w ∝ exp(-u / tau)``; ``"inverse"``: ``w ∝ 1 / (u + eps)``; ``"equal"``. ``prior``
+    ``(T,)`` (e.g. :func:`edgeser.adapt.reliability.reliability_prior`) multiplies every clip's weights
+    before they are normalised; where the covering teachers' priors are all 0 the clip keeps its
+    uncertainty weights."""
     mi = np.asarray(mi, dtype=np.float64)
     if mi.ndim != 2:
         raise ValueError(f"mi must be (N, T), got shape {mi.shape}")
@@ -101,6 +108,12 @@ def teacher_weights(
     else:
         raise ValueError(f"fusion method must be one of {', '.join(METHODS)}, got {method!r}")
     raw = np.where(ok, raw, 0.0)
+    if prior is not None:
+        prior = np.asarray(prior, dtype=np.float64)
+        if prior.shape != (mi.shape[1],) or not np.all(np.isfinite(prior)) or np.any(prior < 0):
+            raise ValueError(f"prior must be {mi.shape[1]} non-negative numbers, got {prior!r}")
+        scaled = raw * prior[None, :]
+        raw = np.where(scaled.sum(axis=1, keepdims=True) > 0, scaled, raw)
     tot = raw.sum(axis=1, keepdims=True)
     return np.divide(raw, tot, out=np.zeros_like(raw), where=tot > 0)
 
@@ -131,12 +144,13 @@ def fuse(
     eps: float = DEFAULT_EPS,
     uncertainty: str = DEFAULT_UNCERTAINTY,
     relative: bool = DEFAULT_RELATIVE,
+    prior: np.ndarray | None = None,
 ) -> Fused:
     """Fuse teachers' ``(N, K_t, C)`` samples (``K_t`` may differ) into per-clip soft labels
     ``sum_t w_t mean_t``, weights from each teacher's ``uncertainty`` per clip: ``"entropy"``
     (``H(mean_t)``, default) or ``"mi"`` (BALD MI), minus that teacher's mean over the clips it
-    covers when ``relative`` (default; needs the whole clip set in one call). See the module
-    docstring for the defaults."""
+    covers when ``relative`` (default; needs the whole clip set in one call); ``prior`` ``(T,)`` scales
+    each teacher's weights (:func:`teacher_weights`). See the module docstring for the defaults."""
     if uncertainty not in UNCERTAINTIES:
         raise ValueError(f"uncertainty must be one of {', '.join(UNCERTAINTIES)}, got {uncertainty!r}")
     if len(samples_per_teacher) == 0:
@@ -155,7 +169,7 @@ def fuse(
             raise ValueError("inverse weighting needs absolute uncertainties (relative=False)")
         level = np.array([np.nanmean(col) if np.isfinite(col).any() else 0.0 for col in u.T])
         u = u - level[None, :]
-    w = teacher_weights(u, method, tau, eps)
+    w = teacher_weights(u, method, tau, eps, prior)
     target = (w[:, :, None] * np.nan_to_num(means)).sum(axis=1)
     target[w.sum(axis=1) == 0] = np.nan
     return Fused(target=target, weights=w, mi=mi, means=means, uncertainty=u)

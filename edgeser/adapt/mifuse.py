@@ -25,7 +25,17 @@ from ..errors import EdgeserError
 from ..labels import cooccurrence_penalty, votes_from_samples
 from ..manifest import Clip
 from .data import teacher_clips
-from .engine import AdaptMethod, FactorSchedule, FitConfig, FitContext, FitResult, cosine_factor, fit, hash_array, ua_of
+from .engine import (
+    AdaptMethod,
+    FactorSchedule,
+    FitConfig,
+    FitContext,
+    FitResult,
+    cosine_factor,
+    fit,
+    hash_array,
+    ua_of,
+)
 from .fusion import (
     DEFAULT_METHOD,
     DEFAULT_RELATIVE,
@@ -40,8 +50,13 @@ from .fusion import (
 from .losses import cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
 from .model import EmotionNet
 from .progress import log
+from .reliability import DEFAULT_POWER, crossfit_predict, logmel_stats, reliability_prior, teacher_kappas
 from .teachers.base import MovingTeacher, Teacher
 from .teachers.classifier import EMATeacher, ema_update
+
+RELIABILITY = ("none", "referee")
+#: a fixed teacher whose labels agree with their own referee below this kappa is reported as unreliable
+UNRELIABLE_KAPPA = 0.1
 
 __all__ = [
     "MIFuseConfig",
@@ -80,9 +95,16 @@ class MIFuseConfig(FitConfig):
     penalty_weight: float = 0.0
     #: target with fixed teachers only (LALM-SFUDA): "soft" (their fused mean) or "hard" (its argmax, one-hot)
     lalm_target: str = "soft"
+    #: global teacher reliability (``edgeser.adapt.reliability``): "referee" scales each teacher's weights by
+    #: its agreement with a cross-fitted referee of the fixed teachers' labels; "none" = per-clip weights only
+    reliability: str = "none"
+    #: the prior is ``max(kappa, 0) ** reliability_power``, normalised over the teachers
+    reliability_power: float = DEFAULT_POWER
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
+    if cfg.reliability not in RELIABILITY:
+        raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {cfg.reliability!r}")
     if cfg.lalm_target not in ("soft", "hard"):
         raise ValueError(f"lalm_target must be 'soft' or 'hard', got {cfg.lalm_target!r}")
     if isinstance(cfg.k_lalm, bool) or not isinstance(cfg.k_lalm, int) or cfg.k_lalm < 1:
@@ -214,7 +236,29 @@ class FusionMethod(AdaptMethod):
             votes = votes_from_samples(np.concatenate([self.answers[i] for i in self.fixed], axis=1))
             votes = votes[votes.sum(axis=1) > 0]
             self.penalty = torch.from_numpy(cooccurrence_penalty(votes).astype(np.float32)).to(device)
+        self.referee = self._referee(student, device)
+        self.kappas: np.ndarray | None = None
         return student
+
+    def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
+        """Cross-fitted top class of a ridge classifier on clip log-mel statistics, trained on the fixed
+        teachers' labels (``edgeser.adapt.reliability``); None when reliability is off or moot."""
+        if self.cfg.reliability == "none" or not self.fixed or len(self.teachers) < 2:
+            return None
+        fixed = fuse([self.answers[i] for i in self.fixed], "equal")
+        if fixed.covered.sum() < 2:
+            return None
+        frontend, need = net.frontend.cpu(), net.cfg.n_fft + net.cfg.hop_length
+        with torch.no_grad():
+            feats = np.stack(
+                [
+                    logmel_stats(frontend(torch.from_numpy(np.pad(w, (0, max(0, need - len(w)))))[None])[0].numpy())
+                    for w in self.wavs
+                ]
+            )
+        net.frontend.to(device)
+        y = np.nan_to_num(fixed.target).argmax(axis=1)
+        return crossfit_predict(feats, y, fixed.covered, len(self.labels), seed=self.cfg.seed)
 
     def train_size(self) -> int:
         if self.moving:
@@ -249,13 +293,43 @@ class FusionMethod(AdaptMethod):
         samples = [self.teachers[i].samples if t.moving else self.answers[i] for i, t in enumerate(self.teachers)]
         cfg = self.cfg
         self.fused = fuse(samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty)
+        reliability = None
+        if self.referee is not None:
+            if self.kappas is None:
+                # measured once, on the teachers as they start (the EMA teacher is the source model then): later
+                # the EMA teacher has learnt from the fused labels and agrees with the referee for that reason
+                self.kappas = teacher_kappas(self.referee, self.fused.means, len(self.labels))
+                self._warn_unreliable(self.kappas, ctx.progress)
+            prior = reliability_prior(self.kappas, cfg.reliability_power)
+            self.fused = fuse(
+                samples,
+                cfg.fusion,
+                cfg.tau,
+                uncertainty=cfg.uncertainty,
+                relative=cfg.relative_uncertainty,
+                prior=prior,
+            )
+            reliability = {n: {"kappa": float(k), "prior": float(p)} for n, k, p in zip(self.names, self.kappas, prior)}
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
         covered = np.flatnonzero(self.fused.covered)
         if len(covered) < 2:
             raise EdgeserError(
                 f"{self.name}: only {len(covered)} target clips have a teacher label: nothing to adapt on"
             )
-        return covered, {"trained_clips": int(len(covered)), "fusion": fusion_stats(self.fused, self.names)}
+        info = {"trained_clips": int(len(covered)), "fusion": fusion_stats(self.fused, self.names)}
+        if reliability is not None:
+            info["reliability"] = reliability
+        return covered, info
+
+    def _warn_unreliable(self, kappas: np.ndarray, progress: bool) -> None:
+        for i in self.fixed:
+            if not kappas[i] >= UNRELIABLE_KAPPA:
+                note = (
+                    f"teacher {self.names[i]} looks unreliable: its labels agree with what the audio predicts of them "
+                    f"at kappa {kappas[i]:.2f} (< {UNRELIABLE_KAPPA}); it gets little weight"
+                )
+                log(f"warning: {note}", progress)
+                self.notes.append(note)
 
     def loss(
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
@@ -283,8 +357,10 @@ class FusionMethod(AdaptMethod):
 
     def describe_epoch(self, record: dict) -> str:
         fs = record["fusion"]["teachers"]
+        rel = record.get("reliability") or {}
         return f" (ce {record['ce']:.4f}, div {record['diversity']:.4f})" + "".join(
-            f" w[{n}] {fs[n]['mean_weight']:.2f}" for n in self.names
+            f" w[{n}] {fs[n]['mean_weight']:.2f}" + (f" (kappa {rel[n]['kappa']:.2f})" if n in rel else "")
+            for n in self.names
         )
 
     # ---- summary and state
@@ -302,11 +378,15 @@ class FusionMethod(AdaptMethod):
         }
 
     def state_dict(self) -> dict:
-        return {"teachers": {self.names[i]: self.teachers[i].state_dict() for i in self.moving}}
+        return {
+            "teachers": {self.names[i]: self.teachers[i].state_dict() for i in self.moving},
+            "kappas": self.kappas,
+        }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         for i in self.moving:
             self.teachers[i].load_state_dict(state["teachers"][self.names[i]], device)
+        self.kappas = state.get("kappas")
 
 
 def mifuse_adapt(
