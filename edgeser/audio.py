@@ -47,6 +47,8 @@ def to_mono(x: np.ndarray) -> np.ndarray:
         raise AudioError(f"audio of shape {x.shape} has more than {MAX_CHANNELS} channels")
     if x.ndim not in (1, 2):
         raise AudioError(f"audio must be 1-D or (samples, channels), got shape {x.shape}")
+    if x.ndim == 2 and x.shape[1] == 0:  # the channel mean of no channel would be NaN samples
+        raise AudioError(f"audio of shape {x.shape} has no channel")
     if x.dtype.kind in "iu":  # integer PCM given directly: scaled before the channel mean (which makes floats)
         info = np.iinfo(x.dtype)
         x = (x.astype(np.float64) - (info.max + info.min + 1) / 2) / (info.max - info.min + 1) * 2

@@ -45,6 +45,14 @@ def test_channels_first_arrays_are_refused(rec, speech, channels) -> None:
     np.testing.assert_allclose(rec.predict(x.T, 16000).probs, rec.predict(speech, 16000).probs, atol=1e-6)
 
 
+def test_arrays_with_no_channel_are_refused(rec) -> None:
+    # (T, 0) used to average over no channel and report "16000 NaN/inf samples"
+    with pytest.raises(AudioError, match=r"shape \(16000, 0\) has no channel"):
+        rec.predict(np.zeros((16000, 0), np.float32), 16000)
+    with pytest.raises(AudioError, match="no channel"):
+        rec.stream(16000).feed(np.zeros((1600, 0), np.float32))
+
+
 def test_tiny_multichannel_chunks_are_still_frames(rec, speech) -> None:
     stereo = np.stack([speech, speech], axis=1)
     a = [e.raw.probs for e in rec.stream(16000, gate=False).events(stereo[i : i + 1] for i in range(0, 40000))]

@@ -184,6 +184,24 @@ def weights_of(res: dict, regime: str, method: str) -> dict:
     return {n: float(np.mean(v)) for n, v in acc.items()}
 
 
+def kappas_of(res: dict, regime: str, method: str) -> dict:
+    """Mean reliability kappa and prior per teacher (over transfers and seeds), from the checkpoints' histories."""
+    from edgeser.adapt.checkpoint import read_checkpoint
+
+    acc: dict[str, dict[str, list[float]]] = {}
+    for ts in res.get(regime, {}).get(method, {}).values():
+        for r in ts.values():
+            path = r.get("checkpoint")
+            if not path or not Path(path).exists():
+                continue
+            hist = read_checkpoint(path)["summary"].get("history") or [{}]
+            for n, v in (hist[0].get("reliability") or {}).items():
+                acc.setdefault(n, {"kappa": [], "prior": []})
+                acc[n]["kappa"].append(v["kappa"])
+                acc[n]["prior"].append(v["prior"])
+    return {n: {k: float(np.mean(x)) for k, x in v.items()} for n, v in acc.items()}
+
+
 def report(base: Path, results: Path, mode: str, transfers, seeds, regimes, methods, wall_s: float) -> None:
     res = collect(base, transfers, seeds, regimes, methods)
     numbers = {r: {m: stats(res, r, m, transfers, seeds) for m in methods} for r in regimes}
@@ -224,6 +242,16 @@ def report(base: Path, results: Path, mode: str, transfers, seeds, regimes, meth
             )
             + " |"
         )
+    kappas = {r: {m: kappas_of(res, r, m) for m in methods if _is_mifuse(m)} for r in regimes}
+    krows = ["| regime | variant | kappa (prior) per teacher |", "|---|---|---|"]
+    for r in regimes:
+        for m, kv in kappas[r].items():
+            if kv:
+                krows.append(
+                    f"| {r} | {TITLES[m]} | "
+                    + " / ".join(f"{n} {v['kappa']:.2f} ({v['prior']:.2f})" for n, v in kv.items())
+                    + " |"
+                )
     command = "python benchmarks/cross_corpus/regime_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
     m = machine()
     name = "results_regimes_quick" if mode == "quick" else "results_regimes"
@@ -242,6 +270,7 @@ def report(base: Path, results: Path, mode: str, transfers, seeds, regimes, meth
         },
         "ua": numbers,
         "final_fusion_weights": weights,
+        "reliability_kappas": kappas,
         "per_seed": {
             r: {
                 mm: {t: {str(s): v["ua"] for s, v in ts.items()} for t, ts in mt.items()}
@@ -283,6 +312,10 @@ answers outside the label set, 20 % of clips refused, vote purity 0.8). LALM-SFU
 ## MI-Fuse's final fusion weights (mean over transfers and seeds)
 
 {chr(10).join(wrows)}
+
+## Teacher reliability (variants with `reliability="referee"`; mean over transfers and seeds)
+
+{chr(10).join(krows) if len(krows) > 2 else "no such variant in this run"}
 """
     (results / f"{name}.md").write_text(md)
     log(f"wrote {results / (name + '.md')} and .json")

@@ -144,7 +144,8 @@ class EmotionStream:
         little-endian PCM ``bytes`` with ``channels`` interleaved channels (a chunk may end mid-frame);
         returns the events it completes."""
         chunk = self._pcm.to_audio(chunk)
-        x = check_audio(to_mono(chunk), "audio chunk") if np.size(chunk) else np.zeros(0, np.float32)
+        x = to_mono(chunk)  # shape checks first: a (T, 0) chunk is malformed, not an empty one
+        x = check_audio(x, "audio chunk") if x.size else np.zeros(0, np.float32)
         if self._rs is not None:
             x = self._rs.resample_chunk(x)
         return self._push(x)
