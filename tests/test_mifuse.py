@@ -329,3 +329,19 @@ def test_reliability_referee_scales_the_weights_and_resumes(source, clips, tmp_p
 def test_bad_reliability_setting(source, clips, tmp_path):
     with pytest.raises(ValueError, match="reliability"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(reliability="votes"), progress=False)
+
+
+def test_encoder_lr_scale_zero_freezes_the_encoder_weights_only(source, clips, tmp_path):
+    out = tmp_path / "frozen.pt"
+    mifuse_adapt(source, clips, [lalm_teacher(lalm_votes(clips))], out, cfg(encoder_lr_scale=0.0), progress=False)
+    before, after = weights(source), weights(out)
+    enc = [k for k in before if k.split(".")[0] in ("input_norm", "stem", "blocks")]
+    assert enc and all(
+        torch.equal(before[k], after[k])
+        for k in enc
+        if not k.endswith(("running_mean", "running_var", "batches_tracked"))
+    )
+    assert any(not torch.equal(before[k], after[k]) for k in enc if k.endswith("running_mean"))  # BN follows the target
+    assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
+    with pytest.raises(ValueError, match="encoder_lr_scale"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(encoder_lr_scale=-1.0), progress=False)

@@ -100,11 +100,16 @@ class MIFuseConfig(FitConfig):
     reliability: str = "none"
     #: the prior is ``max(kappa, 0) ** reliability_power``, normalised over the teachers
     reliability_power: float = DEFAULT_POWER
+    #: learning rate of the frame encoder (input norm, stem, blocks) relative to ``lr``; 0 freezes its weights
+    #: (its batch-norm statistics still follow the target audio); the bottleneck and classifier get ``lr``
+    encoder_lr_scale: float = 1.0
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
     if cfg.reliability not in RELIABILITY:
         raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {cfg.reliability!r}")
+    if not cfg.encoder_lr_scale >= 0:
+        raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if cfg.lalm_target not in ("soft", "hard"):
         raise ValueError(f"lalm_target must be 'soft' or 'hard', got {cfg.lalm_target!r}")
     if isinstance(cfg.k_lalm, bool) or not isinstance(cfg.k_lalm, int) or cfg.k_lalm < 1:
@@ -259,6 +264,17 @@ class FusionMethod(AdaptMethod):
         net.frontend.to(device)
         y = np.nan_to_num(fixed.target).argmax(axis=1)
         return crossfit_predict(feats, y, fixed.covered, len(self.labels), seed=self.cfg.seed)
+
+    def param_groups(self, net: EmotionNet) -> list[dict]:
+        scale = self.cfg.encoder_lr_scale
+        if scale == 1.0:
+            return super().param_groups(net)
+        encoder = [p for m in (net.input_norm, net.stem, net.blocks) for p in m.parameters()]
+        ids = {id(p) for p in encoder}
+        groups = [{"params": [p for p in net.parameters() if id(p) not in ids], "lr0": self.cfg.lr}]
+        if scale > 0:
+            groups.append({"params": encoder, "lr0": self.cfg.lr * scale})
+        return groups
 
     def train_size(self) -> int:
         if self.moving:
