@@ -518,7 +518,12 @@ def _default_method() -> str:
 
 
 @cli.command()
-@click.option("--source-model", required=True, type=click.Path(dir_okay=False), help="Source checkpoint (.pt).")
+@click.option(
+    "--source-model",
+    default=None,
+    type=click.Path(dir_okay=False),
+    help="Source checkpoint (.pt). Default: the bundled model (rebuilt from its ONNX weights).",
+)
 @click.option("--target", required=True, type=click.Path(), help="Target manifest CSV or folder of audio (unlabelled).")
 @_lalm_options
 @click.option("--method", type=_method_choice(), default=_default_method(), show_default=True, help=_method_help())

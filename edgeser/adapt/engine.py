@@ -25,6 +25,7 @@ import torch
 from ..errors import EdgeserError, ManifestError, ModelError
 from ..manifest import Clip, check_labels, read_manifest
 from ..metrics import unweighted_accuracy
+from .bundled import is_bundled, load_bundled
 from .checkpoint import (
     load_model,
     load_state,
@@ -46,6 +47,7 @@ from .data import (
     pick_device,
     random_crops,
 )
+from .from_onnx import calibrate_batchnorm
 from .model import EmotionNet
 from .progress import Progress, log
 
@@ -54,6 +56,8 @@ from .progress import Progress, log
 CARRIED_SUMMARY_KEYS = ("data", "model_card")
 #: bump when the meaning of a saved training state changes: older states are then ignored, not misread
 STATE_VERSION = 2
+#: target clips whose statistics the bundled source's folded batch norms get (enough for stable means)
+BN_CALIBRATION_CLIPS = 200
 
 
 @dataclass
@@ -580,9 +584,12 @@ def fit(
 # ------------------------------------------------------------------------------------------ adaptation
 
 
-def load_source(source: str | Path | EmotionNet) -> tuple[EmotionNet, str, dict]:
+def load_source(source: str | Path | EmotionNet | None) -> tuple[EmotionNet, str, dict]:
     """``(a private copy of the source network, a description, the source checkpoint's summary)``. An
-    :class:`EmotionNet` passed in is deep-copied, never modified."""
+    :class:`EmotionNet` passed in is deep-copied, never modified; ``None`` or ``"default"`` is the bundled
+    model (:mod:`edgeser.adapt.bundled`)."""
+    if is_bundled(source):
+        return load_bundled()
     if isinstance(source, EmotionNet):
         return copy.deepcopy(source).cpu(), "EmotionNet (in memory)", {}
     if isinstance(source, torch.nn.Module):
@@ -644,6 +651,9 @@ class AdaptMethod(Method):
             as_clips(self._target_arg), self.source_net.cfg.sample_rate, self.cfg.max_clip_s, "target clips", progress
         )
         self.clips, self.wavs = self.audio.clips, self.audio.wavs or []
+        if is_bundled(self._source_arg) and self.wavs:
+            # its batch norms were folded at export: give them the target's statistics (eval output unchanged)
+            calibrate_batchnorm(self.source_net, self.wavs[:BN_CALIBRATION_CLIPS])
         self.skipped = [str(c.path) for c, _ in self.audio.skipped]
         if self.audio.skipped:
             self.notes.append(self.audio.skipped_report(limit=20))

@@ -8,6 +8,7 @@ from typing import Any
 
 from ..errors import EdgeserError
 from ..manifest import read_manifest
+from .bundled import bundled_labels, is_bundled
 from .checkpoint import read_checkpoint
 from .engine import FitResult
 from .registry import METHODS, get_method
@@ -15,7 +16,7 @@ from .teachers.factory import LALMOptions, lalm_teacher_from_options
 
 
 def run_adaptation(
-    source_model: str | Path,
+    source_model: str | Path | None,
     target: str | Path,
     method: str,
     out: str | Path,
@@ -29,7 +30,7 @@ def run_adaptation(
     resume: bool = True,
     progress: bool = True,
 ) -> FitResult:
-    """Adapt ``source_model`` to the clips of ``target`` (manifest or folder) with the registered
+    """Adapt ``source_model`` (a checkpoint; None or ``"default"``: the bundled model) to the clips of ``target`` (manifest or folder) with the registered
     ``method``. ``lalm`` describes the LALM teacher for the methods that need one (its answers are
     cached next to ``out`` unless ``lalm.cache_path`` says otherwise). Settings left None keep the
     method's defaults; a setting the method does not have is an error."""
@@ -38,7 +39,7 @@ def run_adaptation(
     if spec.needs_teacher:
         settings["k_lalm"] = k_lalm
     cfg = spec.make_config(**{k: v for k, v in settings.items() if v is not None})
-    labels = read_checkpoint(source_model)["config"]["labels"]
+    labels = bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
     clips = read_manifest(target)
     teacher = None
     if spec.needs_teacher:
