@@ -538,6 +538,12 @@ def _default_method() -> str:
     help="Co-occurrence penalty loss weight (penalty from how often the LALM's answers co-occur per clip; "
     "LALM methods only; default 0).",
 )
+@click.option(
+    "--lalm-budget",
+    default=None,
+    help="Ask the LALM about at most this many clips, or a share like 25% (default: every clip); the other "
+    "teachers cover the rest and every clip still trains the student.",
+)
 @click.option("--fresh", is_flag=True, help="Ignore a saved adaptation state instead of resuming it.")
 def adapt(
     source_model,
@@ -556,6 +562,7 @@ def adapt(
     seed,
     device,
     penalty_weight,
+    lalm_budget,
     fresh,
 ) -> None:
     """Adapt a source model to unlabelled target audio (MI-Fuse by default). Target labels, if the
@@ -580,6 +587,7 @@ def adapt(
             seed=seed,
             device=device,
             penalty_weight=penalty_weight,
+            lalm_budget=lalm_budget,
             resume=not fresh,
         )
     except TeacherOptionsError as e:

@@ -24,6 +24,7 @@ import torch
 from ..errors import EdgeserError
 from ..labels import cooccurrence_penalty, votes_from_samples
 from ..manifest import Clip
+from .budget import parse_budget, select_clips
 from .data import teacher_clips
 from .engine import (
     AdaptMethod,
@@ -33,6 +34,7 @@ from .engine import (
     FitResult,
     cosine_factor,
     fit,
+    full_pass,
     hash_array,
     ua_of,
 )
@@ -100,6 +102,9 @@ class MIFuseConfig(FitConfig):
     reliability: str = "none"
     #: the prior is ``max(kappa, 0) ** reliability_power``, normalised over the teachers
     reliability_power: float = DEFAULT_POWER
+    #: ask the fixed teachers (the LALM) about at most this many clips: a count or a percentage like "25%"
+    #: (None: every clip); chosen by :func:`edgeser.adapt.budget.select_clips`, the others train all the same
+    lalm_budget: int | str | None = None
     #: learning rate of the frame encoder (input norm, stem, blocks) relative to ``lr``; 0 freezes its weights
     #: (its batch-norm statistics still follow the target audio); the bottleneck and classifier get ``lr``
     encoder_lr_scale: float = 1.0
@@ -108,6 +113,7 @@ class MIFuseConfig(FitConfig):
 def _check_cfg(cfg: MIFuseConfig) -> None:
     if cfg.reliability not in RELIABILITY:
         raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {cfg.reliability!r}")
+    parse_budget(cfg.lalm_budget, 1)  # a malformed budget fails before any work
     if not cfg.encoder_lr_scale >= 0:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if cfg.lalm_target not in ("soft", "hard"):
@@ -172,6 +178,7 @@ class FusionMethod(AdaptMethod):
     def prepare(self, progress: bool) -> None:
         super().prepare(progress)
         n, c, k = len(self.clips), len(self.labels), self.cfg.k_lalm
+        asked = self._budgeted_clips(progress) if self.fixed else np.arange(n)
         for i in self.fixed:
             t = self.teachers[i]
             if list(getattr(t, "labels", self.labels)) != list(self.labels):
@@ -179,19 +186,44 @@ class FusionMethod(AdaptMethod):
                     f"teacher {self.names[i]} answers in labels {list(t.labels)}, the model has {self.labels}"
                 )
             log(
-                f"asking {self.names[i]} for {k} samples of each of {n} clips"
+                f"asking {self.names[i]} for {k} samples of each of {len(asked)}"
+                + (f" (budget) of {n}" if len(asked) < n else "")
+                + " clips"
                 + (" (answers are cached)" if hasattr(t, "cache") else ""),
                 progress,
             )
             with teacher_clips(self.audio, t.reads_audio) as clips:
-                s = np.asarray(t.sample(clips, k), dtype=np.float64)
-            if s.ndim != 3 or s.shape[0] != n or s.shape[2] != c:
-                raise ValueError(f"teacher {self.names[i]} gave samples of shape {s.shape}, expected (N={n}, K, C={c})")
+                sub = np.asarray(t.sample([clips[j] for j in asked], k), dtype=np.float64)
+            if sub.ndim != 3 or sub.shape[0] != len(asked) or sub.shape[2] != c:
+                raise ValueError(
+                    f"teacher {self.names[i]} gave samples of shape {sub.shape}, expected (N={len(asked)}, K, C={c})"
+                )
+            s = np.full((n, sub.shape[1], c), np.nan)
+            s[asked] = sub
             usage = getattr(t, "usage", None)
             if usage is not None and hasattr(usage, "summary"):
                 log(f"{self.names[i]}: {usage.summary()}", progress)
             self.answers[i] = s
         self._check_contributions(progress)
+
+    def _budgeted_clips(self, progress: bool) -> np.ndarray:
+        """Indices of the clips the fixed teachers are asked about: all, or ``cfg.lalm_budget`` of them chosen
+        from the source model's predictions (:func:`edgeser.adapt.budget.select_clips`)."""
+        n = len(self.clips)
+        budget = parse_budget(self.cfg.lalm_budget, n)
+        if budget is None or budget >= n:
+            return np.arange(n)
+        _, logits = full_pass(self.source_net, self.wavs, torch.device("cpu"), self.cfg.eval_batch_size)
+        z = logits - logits.max(axis=1, keepdims=True)
+        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
+        chosen = select_clips(probs, budget, self.cfg.seed)
+        note = (
+            f"LALM budget {self.cfg.lalm_budget}: the fixed teachers hear {len(chosen)} of {n} clips (stratified "
+            "over the source model's predicted classes, least sure first); the other teachers cover the rest"
+        )
+        log(note, progress)
+        self.notes.append(note)
+        return chosen
 
     def _check_contributions(self, progress: bool) -> None:
         """Warn about a fixed teacher that gave no usable answer at all; refuse to run when no teacher can."""

@@ -27,6 +27,7 @@ def run_adaptation(
     seed: int = 0,
     device: str | None = None,
     penalty_weight: float | None = None,
+    lalm_budget: int | str | None = None,
     resume: bool = True,
     progress: bool = True,
 ) -> FitResult:
@@ -38,6 +39,9 @@ def run_adaptation(
     settings: dict[str, Any] = {"seed": seed, "device": device, "epochs": epochs, "penalty_weight": penalty_weight}
     if spec.needs_teacher:
         settings["k_lalm"] = k_lalm
+        settings["lalm_budget"] = lalm_budget
+    elif lalm_budget is not None:
+        raise EdgeserError(f"--lalm-budget applies to methods with an LALM teacher, not --method {spec.name}")
     cfg = spec.make_config(**{k: v for k, v in settings.items() if v is not None})
     labels = bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
     clips = read_manifest(target)
