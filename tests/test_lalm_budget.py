@@ -100,3 +100,17 @@ def test_budget_in_the_api_and_a_bad_one(tmp_path, counting_server):
     assert len(set(heard)) == 3 and res.history[0]["trained_clips"] == 8
     with pytest.raises(EdgeserError, match="LALM budget"):
         mifuse_adapt(source, clips, [EMATeacher()], tmp_path / "x.pt", MIFuseConfig(lalm_budget="lots"))
+
+
+def test_a_positional_teacher_keeps_only_the_budgeted_rows(tmp_path):
+    from edgeser.adapt.teachers import FixedSamples
+
+    source = untrained_checkpoint(tmp_path / "source.pt", LABELS)
+    clips = read_manifest(demo_manifest())
+    votes = np.zeros((8, 2, 4))
+    votes[:, :, 0] = 1.0
+    cfg = MIFuseConfig(epochs=1, batch_size=4, crop_s=1.0, device="cpu", lalm_budget=3, k_lalm=2)
+    res = mifuse_adapt(
+        source, clips, [FixedSamples(votes, labels=LABELS), EMATeacher(k=2)], tmp_path / "s.pt", cfg, progress=False
+    )
+    assert res.summary["details"]["fusion"]["teachers"]["lalm"]["coverage"] == pytest.approx(3 / 8)

@@ -193,7 +193,10 @@ class FusionMethod(AdaptMethod):
                 progress,
             )
             with teacher_clips(self.audio, t.reads_audio) as clips:
-                sub = np.asarray(t.sample([clips[j] for j in asked], k), dtype=np.float64)
+                if getattr(t, "positional", False):  # answers held by position (FixedSamples): take the budget's rows
+                    sub = np.asarray(t.sample(clips, k), dtype=np.float64)[asked]
+                else:
+                    sub = np.asarray(t.sample([clips[j] for j in asked], k), dtype=np.float64)
             if sub.ndim != 3 or sub.shape[0] != len(asked) or sub.shape[2] != c:
                 raise ValueError(
                     f"teacher {self.names[i]} gave samples of shape {sub.shape}, expected (N={len(asked)}, K, C={c})"

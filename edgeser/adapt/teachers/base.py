@@ -80,6 +80,8 @@ class FixedSamples(Teacher):
     first ``k`` samples of each clip, NaN-padded when there are fewer."""
 
     reads_audio = False
+    #: rows are matched to clips by position, so it can only be asked about the whole clip list
+    positional = True
 
     def __init__(self, samples: np.ndarray, name: str = "lalm", labels: Sequence[str] | None = None):
         s = np.asarray(samples, dtype=np.float64)
