@@ -321,8 +321,11 @@ def test_reliability_referee_scales_the_weights_and_resumes(source, clips, tmp_p
     # either way, so the prior stays even; the LALM is still reported
     assert rel["lalm"]["kappa"] == 0.0 and rel["lalm"]["prior"] == 0.5
     assert any("lalm looks unreliable" in n for n in res.summary["notes"])
-    # without a referee (the default) nothing of this is reported
-    plain = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "plain.pt", cfg(), progress=False)
+    # the default is the referee; "none" turns it off and nothing of this is reported
+    assert MIFuseConfig().reliability == "referee"
+    plain = mifuse_adapt(
+        source, clips, [lalm_teacher(lalm), ema()], tmp_path / "plain.pt", cfg(reliability="none"), progress=False
+    )
     assert "reliability" not in plain.history[0]
 
 

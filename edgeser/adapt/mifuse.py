@@ -99,7 +99,7 @@ class MIFuseConfig(FitConfig):
     lalm_target: str = "soft"
     #: global teacher reliability (``edgeser.adapt.reliability``): "referee" scales each teacher's weights by
     #: its agreement with a cross-fitted referee of the fixed teachers' labels; "none" = per-clip weights only
-    reliability: str = "none"
+    reliability: str = "referee"
     #: the prior is ``max(kappa, 0) ** reliability_power``, normalised over the teachers
     reliability_power: float = DEFAULT_POWER
     #: ask the fixed teachers (the LALM) about at most this many clips: a count or a percentage like "25%"
