@@ -481,10 +481,31 @@ def _lalm_options(f):
         show_default=True,
         help="Seconds to wait for one LALM response.",
     )(f)
+    f = click.option(
+        "--max-calls",
+        type=click.IntRange(1),
+        default=None,
+        help="Stop cleanly after this many LALM HTTP calls (exit 3; the answers so far stay cached, a rerun "
+        "continues).",
+    )(f)
+    f = click.option(
+        "--lalm-rpm", type=click.FloatRange(min=0, min_open=True), default=None, help="LALM requests per minute."
+    )(f)
+    f = click.option(
+        "--lalm-tpm",
+        type=click.FloatRange(min=0, min_open=True),
+        default=None,
+        help="LALM tokens per minute (the server's usage counts; else an estimate, see docs/ADAPTATION.md).",
+    )(f)
+    f = click.option(
+        "--dry-run", is_flag=True, help="Print how many LALM calls the run would make (cache-aware) and stop."
+    )(f)
     return f
 
 
-def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout):
+def _lalm_teacher_options(
+    lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout, max_calls, rpm, tpm
+):
     """The LALM options as the teacher factory takes them (``edgeser.adapt.teachers.factory``)."""
     from .adapt.teachers.factory import LALMOptions
 
@@ -496,7 +517,32 @@ def _lalm_teacher_options(lalm_url, lalm_model, lalm_predictions, temperature, c
         cache_path=cache_path,
         concurrency=concurrency,
         timeout_s=lalm_timeout,
+        max_calls=max_calls,
+        requests_per_minute=rpm,
+        tokens_per_minute=tpm,
     )
+
+
+def _dry_run(teacher, target: str, k: int, budget: str | None = None) -> None:
+    """Print the LALM calls a run would make (``LALMTeacher.plan``) and exit 0, contacting nobody."""
+    from .adapt.budget import parse_budget
+    from .manifest import read_manifest
+
+    clips = read_manifest(target)
+    if not hasattr(teacher, "plan"):
+        click.echo(f"dry run: {len(clips)} clips; the predictions file answers them, no LALM calls")
+        return
+    p = teacher.plan(clips, k)
+    line = (
+        f"dry run: {p['clips']} clips x {k} answers = {p['answers_wanted']}; {p['answers_cached']} cached; "
+        f"the LALM would get {p['calls']} HTTP calls (retries not counted)"
+    )
+    if p["unreadable_clips"]:
+        line += f"; {p['unreadable_clips']} clips cannot be read (skipped)"
+    n_budget = parse_budget(budget, p["clips"])
+    if n_budget is not None and n_budget < p["clips"]:
+        line += f"; with --lalm-budget {budget} only {n_budget} clips are asked, so at most that many of those calls"
+    click.echo(line)
 
 
 def _method_help() -> str:
@@ -556,6 +602,10 @@ def adapt(
     cache_path,
     concurrency,
     lalm_timeout,
+    max_calls,
+    lalm_rpm,
+    lalm_tpm,
+    dry_run,
     method,
     out,
     epochs,
@@ -573,8 +623,24 @@ def adapt(
     from .adapt.teachers.factory import TeacherOptionsError
 
     opts = _lalm_teacher_options(
-        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout
-    )
+        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout, max_calls, lalm_rpm,
+        lalm_tpm,
+    )  # fmt: skip
+    if dry_run:
+        from .adapt.bundled import bundled_labels, is_bundled
+        from .adapt.checkpoint import read_checkpoint
+        from .adapt.teachers.factory import lalm_teacher_from_options
+
+        labels = bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
+        try:
+            teacher = lalm_teacher_from_options(labels, opts, Path(out).with_suffix(".lalm-cache.sqlite"))
+        except TeacherOptionsError as e:
+            _fail(str(e), 2)
+        if teacher is None:
+            click.echo(f"dry run: --method {method} asks no LALM")
+            return
+        _dry_run(teacher, target, k_lalm, lalm_budget)
+        return
     try:
         res = run_adaptation(
             source_model,
@@ -610,6 +676,10 @@ def annotate(
     cache_path,
     concurrency,
     lalm_timeout,
+    max_calls,
+    lalm_rpm,
+    lalm_tpm,
+    dry_run,
     labels,
     out,
 ) -> None:
@@ -620,14 +690,18 @@ def annotate(
     from .annotate import annotate as run_annotate
 
     opts = _lalm_teacher_options(
-        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout
-    )
+        lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout, max_calls, lalm_rpm,
+        lalm_tpm,
+    )  # fmt: skip
     try:
         teacher = lalm_teacher_from_options(labels.split(","), opts, Path(out).with_suffix(".lalm-cache.sqlite"))
     except TeacherOptionsError as e:
         _fail(str(e), 2)
     if teacher is None:
         _fail("annotate needs --lalm-url and --lalm-model, or --lalm-predictions", 2)
+    if dry_run:
+        _dry_run(teacher, target, k_lalm)
+        return
     res = run_annotate(target, teacher, k_lalm, out)
     click.echo(res["message"])
 
@@ -653,7 +727,7 @@ def main() -> None:
         click.echo("interrupted", err=True)
         sys.exit(130)
     except EdgeserError as e:
-        _fail(str(e))
+        _fail(str(e), getattr(e, "exit_code", 1))
     except BrokenPipeError:
         sys.exit(0)
     except Exception as e:  # a bug: still one line, the traceback on demand

@@ -28,3 +28,9 @@ class DeviceError(EdgeserError):
 
 class LALMError(EdgeserError):
     """An LALM endpoint that cannot be used (bad URL, auth, repeated failures)."""
+
+
+class CallBudgetSpent(LALMError):
+    """A run stopped cleanly at its ``--max-calls`` limit: every answer so far is cached; the CLI exits 3."""
+
+    exit_code = 3

@@ -35,7 +35,9 @@ class Progress:
         extra = " ".join(f"{k} {v:.4g}" if isinstance(v, float) else f"{k} {v}" for k, v in info.items())
         rate = self.done / max(time.monotonic() - self._t0, 1e-9)
         unit = f" {self.unit}" if self.unit else ""
-        return f"{self.desc}: {self.done}/{self.total}{unit} ({rate:.1f}/s) {extra}".rstrip()
+        left = self.total - self.done
+        eta = f", ETA {format_eta(left / rate)}" if 0 < left and self.done and rate > 0 else ""
+        return f"{self.desc}: {self.done}/{self.total}{unit} ({rate:.1f}/s{eta}) {extra}".rstrip()
 
     def update(self, n: int = 1, **info: float | str) -> None:
         self.done += n
@@ -59,6 +61,16 @@ class Progress:
             print(file=sys.stderr, flush=True)
         elif not self.tty and self.done != self._shown:  # stopped early (error, Ctrl-C): where it got to
             print(self.line(**self._info), file=sys.stderr, flush=True)
+
+
+def format_eta(seconds: float) -> str:
+    """``42s``, ``3m05s``, ``2h07m``: the time left, to the second below an hour."""
+    s = int(round(max(seconds, 0.0)))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m{s % 60:02d}s"
+    return f"{s // 3600}h{s % 3600 // 60:02d}m"
 
 
 def log(msg: str, enabled: bool = True) -> None:

@@ -20,7 +20,7 @@ class LALMOptions:
     """How to reach the LALM teacher: an OpenAI-compatible endpoint (``url`` + ``model``) or a JSON-lines
     ``predictions`` file obtained elsewhere; sampling ``temperature``, the SQLite answer ``cache_path``
     (None: the caller's default), parallel requests (``concurrency``), seconds to wait for one response
-    (``timeout_s``), progress lines."""
+    (``timeout_s``), progress lines, a cost guard (``max_calls``) and rate limits."""
 
     url: str | None = None
     model: str | None = None
@@ -30,6 +30,11 @@ class LALMOptions:
     concurrency: int = 4
     timeout_s: float = 60.0
     progress: bool = True
+    #: stop cleanly after this many HTTP calls (answers so far stay cached); None: no limit
+    max_calls: int | None = None
+    #: request and token rate limits per minute (None: none)
+    requests_per_minute: float | None = None
+    tokens_per_minute: float | None = None
 
 
 def lalm_teacher_from_options(
@@ -56,6 +61,9 @@ def lalm_teacher_from_options(
             max_concurrency=o.concurrency,
             timeout_s=o.timeout_s,
             progress=o.progress,
+            max_calls=o.max_calls,
+            requests_per_minute=o.requests_per_minute,
+            tokens_per_minute=o.tokens_per_minute,
         )
     if o.url or o.model:
         raise TeacherOptionsError("--lalm-url and --lalm-model go together")

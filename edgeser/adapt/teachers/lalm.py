@@ -43,12 +43,13 @@ import numpy as np
 
 from ..._version import __version__
 from ...audio import load_audio
-from ...errors import AudioError, LALMError
+from ...errors import AudioError, CallBudgetSpent, LALMError
 from ...manifest import Clip
 from ..progress import Progress
 from .base import Teacher, check_k, check_labels, nan_samples
 from .cache import AnswerCache, CacheKey
 from .parsing import LabelParser
+from .ratelimit import RateLimiter
 
 DEFAULT_SYSTEM = "You are an expert in recognising emotions from the sound of a speaker's voice."
 DEFAULT_PROMPT = (
@@ -210,6 +211,8 @@ class _Run:
     ok_calls: int = 0
     dead_streak: int = 0
     fail_streak: int = 0
+    #: the --max-calls limit stopped the run
+    budget_spent: bool = False
 
 
 def _read_capped(resp, limit: int) -> bytes:  # noqa: ANN001 (an HTTP response or HTTPError)
@@ -290,6 +293,9 @@ class LALMTeacher(Teacher):
         max_tokens: int = 16,
         synonyms: Mapping[str, str] | None = None,
         max_consecutive_failures: int = 20,
+        max_calls: int | None = None,
+        requests_per_minute: float | None = None,
+        tokens_per_minute: float | None = None,
     ):
         self.labels = check_labels(labels)
         endpoint = endpoint_url(url)
@@ -317,6 +323,10 @@ class LALMTeacher(Teacher):
                 "max_concurrency, max_tokens, max_consecutive_failures >= 1; max_retries, backoff_s >= 0; timeout_s > 0"
             )
         self.max_consecutive_failures = int(max_consecutive_failures)
+        if max_calls is not None and (isinstance(max_calls, bool) or int(max_calls) < 1):
+            raise ValueError(f"max_calls must be a positive integer, got {max_calls!r}")
+        self.max_calls = None if max_calls is None else int(max_calls)
+        self._rpm, self._tpm = RateLimiter(requests_per_minute), RateLimiter(tokens_per_minute)
         self.model, self.name = model, f"lalm:{model}"
         self.prompt = (prompt if prompt is not None else DEFAULT_PROMPT).replace("{labels}", ", ".join(self.labels))
         self.system_prompt, self.temperature, self.max_tokens = system_prompt, float(temperature), int(max_tokens)
@@ -365,16 +375,22 @@ class LALMTeacher(Teacher):
             jobs.put(item)
         results: queue.Queue = queue.Queue()
         done = 0
+        workers: list[threading.Thread] = []
         try:  # workers start inside: a Ctrl-C that lands while they start must stop them too
             for w in range(min(self.max_concurrency, len(clips))):
-                threading.Thread(
-                    target=self._worker, args=(run, jobs, results, k), daemon=True, name=f"edgeser-lalm-{w}"
-                ).start()
+                workers.append(
+                    threading.Thread(
+                        target=self._worker, args=(run, jobs, results, k), daemon=True, name=f"edgeser-lalm-{w}"
+                    )
+                )
+                workers[-1].start()
             with Progress(len(clips), self.name, enabled=self.progress, every_s=0.25, unit="clips") as bar:
                 while done < len(clips):
                     try:
                         item = results.get(timeout=0.1)
                     except queue.Empty:
+                        if run.budget_spent and not any(t.is_alive() for t in workers) and results.empty():
+                            break
                         continue
                     if isinstance(item, BaseException):
                         raise item
@@ -395,6 +411,12 @@ class LALMTeacher(Teacher):
         finally:
             run.stop.set()
         u = self.usage
+        if run.budget_spent:
+            raise CallBudgetSpent(
+                f"stopped at --max-calls {self.max_calls}: {done} of {len(clips)} clips answered, "
+                f"{self.cache.count()} answers cached in {self.cache.path}; run the same command again "
+                "(with a higher or no --max-calls) to continue: only the missing answers are asked"
+            )
         if u.unreadable:
             print(
                 f"{self.name}: {len(u.unreadable)} clips could not be read and have no answers: "
@@ -551,7 +573,12 @@ class LALMTeacher(Teacher):
         for attempt in range(self.max_retries + 1):
             if run.stop.is_set():
                 raise _Stopped()
+            self._wait_for_rate(run)
             with run.lock:
+                if self.max_calls is not None and run.usage.calls >= self.max_calls:
+                    run.budget_spent = True
+                    run.stop.set()
+                    raise _Stopped()
                 run.usage.calls += 1
             wait = None
             req = urllib.request.Request(self.endpoint, data=body, headers=self._headers, method="POST")
@@ -567,6 +594,7 @@ class LALMTeacher(Teacher):
                         run.fail_streak = 0
                         run.usage.prompt_tokens += result[1][0] or 0
                         run.usage.completion_tokens += result[1][1] or 0
+                    self._tpm.take(self._tokens_of(result[1], body))
                     return result
                 self._fail(run, f"malformed response body: {raw[:80]!r}")
             except _TooLarge as e:
@@ -617,6 +645,44 @@ class LALMTeacher(Teacher):
             if run.stop.wait(min(wait, MAX_RETRY_AFTER_S)):
                 raise _Stopped()
         raise _GaveUp(dead)
+
+    def _wait_for_rate(self, run: _Run) -> None:
+        """Block until the request and token budgets allow one more request (interruptible)."""
+        for limiter, cost in ((self._rpm, 1.0), (self._tpm, 1.0)):
+            while (w := limiter.wait_time(cost)) > 0:
+                if run.stop.wait(w):
+                    raise _Stopped()
+        self._rpm.take(1.0)
+
+    @staticmethod
+    def _tokens_of(tokens: tuple[int | None, int | None], body: bytes) -> float:
+        """Tokens a request used: the server's count, else an estimate of one token per 4 bytes of the request
+        body (audio included: an over-estimate for servers that bill audio by duration) plus 16 per answer."""
+        if tokens[0] is not None or tokens[1] is not None:
+            return float((tokens[0] or 0) + (tokens[1] or 0))
+        return len(body) / 4.0 + 16.0
+
+    def plan(self, clips: Sequence[Clip], k: int) -> dict:
+        """What :meth:`sample` would do, without contacting the server: clips, answers already cached, and
+        HTTP calls it would make (one per clip missing answers when the server takes ``n``, else one per
+        missing answer; retries not counted). Reads every clip's audio (the cache is keyed by it)."""
+        k = check_k(k)
+        cached = calls = unreadable = 0
+        clips = list(clips)
+        for clip in clips:
+            try:
+                wav = wav_bytes(load_audio(clip.path, self.sample_rate), self.sample_rate)
+            except AudioError:
+                unreadable += 1
+                continue
+            key = CacheKey(hashlib.sha256(wav).hexdigest(), self.model, self.prompt_sha256, self.temperature)
+            have = sum(1 for i in self.cache.get(key) if i < k)
+            cached += have
+            missing = k - have
+            if missing:
+                calls += 1 if self.use_n and missing > 1 and not self._n_rejected else missing
+        return {"clips": len(clips), "answers_wanted": len(clips) * k, "answers_cached": cached,
+                "calls": calls, "unreadable_clips": unreadable}  # fmt: skip
 
     @staticmethod
     def _parse_response(raw: bytes) -> tuple[list[str], tuple[int | None, int | None]] | None:
