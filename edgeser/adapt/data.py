@@ -1,4 +1,5 @@
-"""Training data: decoded clips kept in memory, random crops with lengths, batched inference."""
+"""Training data: decoded clips (in memory or in an on-disk :class:`AudioStore`), random crops with lengths,
+batched inference."""
 
 from __future__ import annotations
 
@@ -6,7 +7,7 @@ import contextlib
 import dataclasses
 import sys
 import tempfile
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -16,6 +17,7 @@ import torch
 from ..audio import audio_info, load_audio
 from ..errors import AudioError, ManifestError
 from ..manifest import Clip
+from .audio_store import AudioStore, lengths_of
 from .model import EmotionNet, mc_dropout
 from .progress import Progress
 
@@ -30,20 +32,63 @@ def pick_device(spec: str | None = None) -> torch.device:
     return torch.device("cuda" if torch.cuda.is_available() else "cpu")
 
 
-def load_clips(
+#: where decoded training audio lives: "disk" (an :class:`~edgeser.adapt.audio_store.AudioStore`, memory
+#: bounded whatever the number of clips) or "memory" (a list of arrays, the 0.1 behaviour)
+AUDIO_STORES = ("disk", "memory")
+
+
+def iter_clips(
     clips: Sequence[Clip], sample_rate: int = 16000, what: str = "clips", progress: bool = True
-) -> list[np.ndarray]:
-    """Decode every clip (float32 mono at ``sample_rate``). A clip that cannot be read stops the run
-    with its path: training on silently dropped data is worse than an error."""
-    wavs = []
+) -> Iterator[np.ndarray]:
+    """Decode clips one by one (float32 mono at ``sample_rate``); an unreadable clip raises
+    :class:`ManifestError` with its path."""
     with Progress(len(clips), f"loading {what}", enabled=progress and len(clips) >= 200) as bar:
         for c in clips:
             try:
-                wavs.append(load_audio(c.path, sample_rate))
+                w = load_audio(c.path, sample_rate)
             except AudioError as e:
                 raise ManifestError(f"{what}: {e}") from None
             bar.update(1)
-    return wavs
+            yield w
+
+
+def load_clips(
+    clips: Sequence[Clip],
+    sample_rate: int = 16000,
+    what: str = "clips",
+    progress: bool = True,
+    store: str = "memory",
+    max_len: int | None = None,
+) -> Sequence[np.ndarray]:
+    """Decode every clip (float32 mono at ``sample_rate``, cut to ``max_len`` samples), into a list
+    (``store="memory"``) or an :class:`AudioStore` on disk (``"disk"``). A clip that cannot be read stops
+    the run with its path: training on silently dropped data is worse than an error."""
+    _check_store(store)
+    wavs = (w[:max_len] if max_len else w for w in iter_clips(clips, sample_rate, what, progress))
+    return AudioStore.of(wavs) if store == "disk" else list(wavs)
+
+
+def _check_store(store: str) -> None:
+    if store not in AUDIO_STORES:
+        raise ValueError(f"audio_store must be one of {', '.join(AUDIO_STORES)}, got {store!r}")
+
+
+class _StoredCrops(Mapping):
+    """``{index: audio}`` of the cropped clips, read from the store on access."""
+
+    def __init__(self, store: AudioStore, indices: list[int]):
+        self.store, self.indices = store, indices
+
+    def __getitem__(self, i: int) -> np.ndarray:
+        if i not in self.indices:
+            raise KeyError(i)
+        return self.store[i]
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.indices)
+
+    def __len__(self) -> int:
+        return len(self.indices)
 
 
 @dataclass
@@ -53,9 +98,9 @@ class TargetAudio:
     in ``clips``)."""
 
     clips: list[Clip]
-    wavs: list[np.ndarray] | None
+    wavs: Sequence[np.ndarray] | None
     skipped: list[tuple[Clip, str]] = field(default_factory=list)
-    crops: dict[int, np.ndarray] = field(default_factory=dict, repr=False)
+    crops: Mapping[int, np.ndarray] = field(default_factory=dict, repr=False)
     max_s: float | None = None
     sample_rate: int = 16000
 
@@ -76,18 +121,23 @@ def load_target_audio(
     what: str = "target clips",
     progress: bool = True,
     keep: bool = True,
+    store: str = "memory",
 ) -> TargetAudio:
     """Decode target clips, reading at most the first ``max_s`` seconds of each (None: whole files, up to
     :data:`~edgeser.audio.MAX_IN_MEMORY_S`). Unlike :func:`load_clips` an unreadable file does not stop the
     run: unlabelled target data is skipped and reported. Raises :class:`ManifestError` when no clip is
-    usable. ``keep=False`` only screens (the audio of cropped clips is still kept, for :func:`teacher_clips`)."""
+    usable. ``keep=False`` only screens (the audio of cropped clips is still kept, for :func:`teacher_clips`).
+    ``store="disk"`` keeps the audio in an :class:`AudioStore` (memory bounded whatever the number of clips)."""
+    _check_store(store)
     clips = list(clips)
     if not clips:
         raise ManifestError(f"no {what}")
     good: list[Clip] = []
-    wavs: list[np.ndarray] = []
+    disk = keep and store == "disk"
+    wavs: list[np.ndarray] | AudioStore = AudioStore() if disk else []
     skipped: list[tuple[Clip, str]] = []
     crops: dict[int, np.ndarray] = {}
+    cropped: list[int] = []
     with Progress(len(clips), f"loading {what}", enabled=progress and len(clips) >= 200) as bar:
         for c in clips:
             try:
@@ -98,12 +148,16 @@ def load_target_audio(
                 skipped.append((c, str(e)))
                 bar.update(1)
                 continue
-            if long:
+            if long and disk:
+                cropped.append(len(good))
+            elif long:
                 crops[len(good)] = w
             good.append(c)
             if keep:
                 wavs.append(w)
             bar.update(1)
+    if disk:
+        crops = _StoredCrops(wavs, cropped)  # type: ignore[assignment,arg-type]
     out = TargetAudio(good, wavs if keep else None, skipped, crops, max_s, sample_rate)
     if not good:
         raise ManifestError(f"none of the {len(clips)} {what} could be read (first: {skipped[0][1]})")
@@ -192,8 +246,9 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
         yield order[s : s + batch_size]
 
 
-def _by_length(wavs: Sequence[np.ndarray], batch_size: int) -> Iterator[np.ndarray]:
-    order = np.argsort([len(w) for w in wavs], kind="stable")
+def _by_length(wavs: Sequence[np.ndarray], batch_size: int, max_len: int | None = None) -> Iterator[np.ndarray]:
+    lengths = lengths_of(wavs)
+    order = np.argsort(np.minimum(lengths, max_len) if max_len else lengths, kind="stable")
     for s in range(0, len(order), batch_size):
         yield order[s : s + batch_size]
 
@@ -211,7 +266,7 @@ def forward_all(
     ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling)."""
     out: list[np.ndarray | None] = [None] * len(wavs)
     min_len = net.cfg.receptive_field
-    for idx in _by_length(wavs, batch_size):
+    for idx in _by_length(wavs, batch_size, max_len):
         chunk = [wavs[i][:max_len] if max_len else wavs[i] for i in idx]
         x, lengths = pad_batch(chunk, min_len)
         x, lengths = x.to(device), lengths.to(device)
@@ -235,14 +290,22 @@ def predict_probs(
 
 
 def mc_samples(
-    net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, k: int, batch_size: int = 32, seed: int = 0
+    net: EmotionNet,
+    wavs: Sequence[np.ndarray],
+    device: torch.device,
+    k: int,
+    batch_size: int = 32,
+    seed: int = 0,
+    max_len: int | None = None,
 ) -> np.ndarray:
-    """``K`` MC-dropout predictions per clip -> ``[N, K, C]``. The encoder runs once per pass;
-    dropout (encoder and head) is on, batch norm frozen."""
+    """``K`` MC-dropout predictions per clip (cut to ``max_len`` samples) -> ``[N, K, C]``. The encoder runs
+    once per pass; dropout (encoder and head) is on, batch norm frozen."""
     devices = [device] if device.type == "cuda" else []
     with torch.random.fork_rng(devices=devices), mc_dropout(net):  # the caller's RNG state is left alone
         torch.manual_seed(seed)
-        return np.stack([_softmax(forward_all(net, wavs, device, batch_size)) for _ in range(k)], axis=1)
+        return np.stack(
+            [_softmax(forward_all(net, wavs, device, batch_size, max_len=max_len)) for _ in range(k)], axis=1
+        )
 
 
 def _softmax(z: np.ndarray) -> np.ndarray:

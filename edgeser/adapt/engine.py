@@ -76,6 +76,8 @@ class FitConfig:
     noise_prob: float = 0.3
     #: clips are cut to their first ``max_clip_s`` seconds (None: whole clips)
     max_clip_s: float | None = DEFAULT_MAX_CLIP_S
+    #: decoded audio on "disk" (memory bounded whatever the number of clips) or in "memory" (a list)
+    audio_store: str = "disk"
     #: clips per batch of the passes over all clips in eval mode (reporting, pseudo-labels)
     eval_batch_size: int = 32
     seed: int = 0
@@ -648,7 +650,12 @@ class AdaptMethod(Method):
         self.source_net, self.source, self.source_summary = load_source(self._source_arg)
         self.labels = self.source_net.labels
         self.audio: TargetAudio = load_target_audio(
-            as_clips(self._target_arg), self.source_net.cfg.sample_rate, self.cfg.max_clip_s, "target clips", progress
+            as_clips(self._target_arg),
+            self.source_net.cfg.sample_rate,
+            self.cfg.max_clip_s,
+            "target clips",
+            progress,
+            store=self.cfg.audio_store,
         )
         self.clips, self.wavs = self.audio.clips, self.audio.wavs or []
         if is_bundled(self._source_arg) and self.wavs:

@@ -89,9 +89,10 @@ class Supervised(Method):
     def prepare(self, progress: bool) -> None:
         sr = ModelConfig(labels=self.labels, **self.cfg.model).sample_rate
         cut = int(self.cfg.max_clip_s * sr) if self.cfg.max_clip_s else None
-        self.wavs = [w[:cut] for w in load_clips(self.clips, sr, "training clips", progress)]
+        store = self.cfg.audio_store
+        self.wavs = load_clips(self.clips, sr, "training clips", progress, store, cut)
         self.val_wavs = (
-            [w[:cut] for w in load_clips(self.val_clips, sr, "validation clips", progress)] if self.val_clips else None
+            load_clips(self.val_clips, sr, "validation clips", progress, store, cut) if self.val_clips else None
         )
         self.val_y = np.array([self.labels.index(c.label) for c in self.val_clips])  # type: ignore[arg-type]
 

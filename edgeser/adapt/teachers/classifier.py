@@ -55,9 +55,9 @@ class ClassifierTeacher(Teacher):
             self._calls += 1
         devices = [self.device] if self.device.type == "cuda" else []
         with torch.random.fork_rng(devices=devices):
-            wavs = [w[: self.max_len] for w in wavs] if self.max_len else list(wavs)
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
-                out = mc_samples(self.net, wavs, self.device, k, self.batch_size, seed=seed)
+                # clips are read (and cut) batch by batch: an on-disk store is never held whole
+                out = mc_samples(self.net, wavs, self.device, k, self.batch_size, seed=seed, max_len=self.max_len)
         return out.astype(np.float64)
 
     def sample(self, clips: Sequence[Clip], k: int) -> np.ndarray:
