@@ -22,7 +22,6 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
@@ -32,11 +31,10 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import REPO, machine  # noqa: E402
 from regimes import REGIMES, regime_answer  # noqa: E402
-from run import LABELS, LALM_K, TRANSFER_TITLES, TRANSFERS, Bench, log  # noqa: E402
+from run import LABELS, TRANSFER_TITLES, TRANSFERS, Bench, log  # noqa: E402
 
 from edgeser.adapt.data import load_clips  # noqa: E402
 from edgeser.adapt.registry import METHODS as ADAPT_METHODS  # noqa: E402
-from edgeser.adapt.teachers import LALMOptions, lalm_teacher_from_options  # noqa: E402
 from edgeser.adapt.train import TrainConfig  # noqa: E402
 from edgeser.testing.openai_server import serve  # noqa: E402
 
@@ -80,29 +78,9 @@ class RegimeBench(Bench):
         name = f"regime-{regime.name}"
         server = serve(regime_answer(regime, audios, y, LABELS), "127.0.0.1", 0, model_name=name)
         self.servers[f"{name}-{transfer}"] = server
-        t0 = time.monotonic()
-        teacher = lalm_teacher_from_options(
-            LABELS,
-            LALMOptions(
-                url=server[2],
-                model=name,
-                temperature=1.0,
-                cache_path=self.work / f"lalm_regimes_{transfer}.sqlite",
-                concurrency=2,
-                progress=False,
-            ),
+        self.lalm[transfer] = self.ask_lalm(
+            transfer, name, server[2], name, self.work / f"lalm_regimes_{transfer}.sqlite", adapt_c, test_c
         )
-        try:
-            both = teacher.sample(clips, LALM_K)
-            usage = asdict(teacher.usage)
-        finally:
-            teacher.close()
-        usage["seconds"] = round(time.monotonic() - t0, 1)
-        log(
-            f"{transfer}: {name} answered {len(clips)} clips x {LALM_K} ({usage['calls']} HTTP calls, "
-            f"{usage['cached']} cached, {usage['unparsed_answers']} unparsed) [{usage['seconds']}s]"
-        )
-        self.lalm[transfer] = (both[: len(adapt_c)], both[len(adapt_c) :], usage)
         return self.lalm[transfer]
 
 

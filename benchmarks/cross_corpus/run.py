@@ -244,21 +244,21 @@ class Bench:
         self, transfer: str, adapt_c: list[Clip], test_c: list[Clip]
     ) -> tuple[np.ndarray, np.ndarray, dict]:
         """(adapt samples, test samples, usage) of the transfer's stand-in, (N, K, C), through HTTP."""
-        if transfer in self.lalm:
-            return self.lalm[transfer]
-        s = self.standin(TRANSFERS[transfer][2])
+        if transfer not in self.lalm:
+            s = self.standin(TRANSFERS[transfer][2])
+            self.lalm[transfer] = self.ask_lalm(
+                transfer, f"LALM stand-in {s.model_name}", self.server_url(s), s.model_name,
+                self.work / "lalm.sqlite", adapt_c, test_c,
+            )  # fmt: skip
+        return self.lalm[transfer]
+
+    def ask_lalm(
+        self, transfer: str, what: str, url: str, model: str, cache: Path, adapt_c: list[Clip], test_c: list[Clip]
+    ) -> tuple[np.ndarray, np.ndarray, dict]:
+        """K answers per clip of adapt + test from the LALM at ``url`` through the real HTTP client."""
         t0 = time.monotonic()
-        teacher = lalm_teacher_from_options(
-            LABELS,
-            LALMOptions(
-                url=self.server_url(s),
-                model=s.model_name,
-                temperature=1.0,
-                cache_path=self.work / "lalm.sqlite",
-                concurrency=2,
-                progress=True,
-            ),
-        )
+        opts = LALMOptions(url=url, model=model, temperature=1.0, cache_path=cache, concurrency=2, progress=False)
+        teacher = lalm_teacher_from_options(LABELS, opts)
         try:
             both = teacher.sample(adapt_c + test_c, LALM_K)
             usage = asdict(teacher.usage)
@@ -266,12 +266,11 @@ class Bench:
             teacher.close()
         usage["seconds"] = round(time.monotonic() - t0, 1)
         log(
-            f"{transfer}: LALM stand-in {s.model_name} answered {len(adapt_c) + len(test_c)} clips x {LALM_K} "
+            f"{transfer}: {what} answered {len(adapt_c) + len(test_c)} clips x {LALM_K} "
             f"({usage['calls']} HTTP calls, {usage['cached']} cached answers, {usage['unparsed_answers']} unparsed) "
             f"[{usage['seconds']}s]"
         )
-        self.lalm[transfer] = (both[: len(adapt_c)], both[len(adapt_c) :], usage)
-        return self.lalm[transfer]
+        return both[: len(adapt_c)], both[len(adapt_c) :], usage
 
     def close(self) -> None:
         for server, _, _ in self.servers.values():
