@@ -88,3 +88,14 @@ def test_training_is_the_same_from_disk_and_from_memory(clips, tmp_path):
         train(clips[:6], clips[6:], tmp_path / f"t_{store}.pt", cfg, labels=LABELS, progress=False)
         trained[store] = load_model(tmp_path / f"t_{store}.pt").state_dict()
     assert all(torch.equal(trained["memory"][k], trained["disk"][k]) for k in trained["memory"])
+
+
+def test_whole_clip_batches_are_bounded_in_samples(monkeypatch):
+    from edgeser.adapt import data
+
+    monkeypatch.setattr(data, "MAX_BATCH_SAMPLES", 100)
+    wavs = [np.zeros(n, np.float32) for n in (10, 60, 20, 30, 10, 200)]
+    batches = [b.tolist() for b in data._by_length(wavs, batch_size=4)]
+    # ascending lengths 10, 10, 20, 30 | 60 | 200: four of at most 30 fit in 100 samples, 60 alone, 200 alone
+    assert batches == [[0, 4, 2, 3], [1], [5]]
+    assert sorted(i for b in batches for i in b) == list(range(6))

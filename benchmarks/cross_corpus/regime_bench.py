@@ -43,7 +43,11 @@ SHARED = ["source_only", "shot", "nrc"]
 #: rows run once per regime (MI-Fuse variants: config overrides of the registry's "mifuse")
 PER_REGIME = ["lalm_zero_shot", "lalm_sfuda", "mi_fuse"]
 #: extra rows: name -> (registry method, config overrides); more with --variant on the command line
-VARIANTS: dict[str, tuple[str, dict]] = {}
+VARIANTS: dict[str, tuple[str, dict]] = {
+    "mi_fuse_no_reliability": ("mifuse", {"reliability": "none"}),
+    "mi_fuse_budget50": ("mifuse", {"lalm_budget": "50%"}),
+    "mi_fuse_budget25": ("mifuse", {"lalm_budget": "25%"}),
+}
 TITLES = {
     "source_only": "Source only",
     "shot": "SHOT",
@@ -51,6 +55,9 @@ TITLES = {
     "lalm_zero_shot": "LALM zero-shot",
     "lalm_sfuda": "LALM-SFUDA",
     "mi_fuse": "MI-Fuse",
+    "mi_fuse_no_reliability": "MI-Fuse without the reliability prior (0.1 fusion)",
+    "mi_fuse_budget50": "MI-Fuse, LALM budget 50 %",
+    "mi_fuse_budget25": "MI-Fuse, LALM budget 25 %",
 }
 CAPS = {"quick": {"source_train": 300, "source_val": 100, "adapt": 200, "test": 240}, "full": None}
 

@@ -246,11 +246,23 @@ def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> 
         yield order[s : s + batch_size]
 
 
+#: a whole-clip pass batch holds at most this many padded samples (32 clips of 10 s): the memory of a pass is
+#: then set by this, not by how long the longest clips of a large set are
+MAX_BATCH_SAMPLES = 32 * 10 * 16000
+
+
 def _by_length(wavs: Sequence[np.ndarray], batch_size: int, max_len: int | None = None) -> Iterator[np.ndarray]:
     lengths = lengths_of(wavs)
-    order = np.argsort(np.minimum(lengths, max_len) if max_len else lengths, kind="stable")
-    for s in range(0, len(order), batch_size):
-        yield order[s : s + batch_size]
+    lengths = np.minimum(lengths, max_len) if max_len else lengths
+    order = np.argsort(lengths, kind="stable")
+    start = 0
+    while start < len(order):
+        stop = min(start + batch_size, len(order))
+        # ascending lengths: the last clip of a batch is its longest; shrink until the padded batch fits
+        while stop - start > 1 and (stop - start) * int(lengths[order[stop - 1]]) > MAX_BATCH_SAMPLES:
+            stop -= 1
+        yield order[start:stop]
+        start = stop
 
 
 @torch.no_grad()
@@ -264,16 +276,21 @@ def forward_all(
 ) -> np.ndarray:
     """Run whole clips (length-sorted batches, masked pooling) -> logits ``[N, C]`` or bottleneck
     ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling)."""
-    out: list[np.ndarray | None] = [None] * len(wavs)
+    # one output array filled in place: no per-clip objects left between the batches' large transient
+    # buffers (they fragmented the heap: peak memory grew with the number of clips)
+    out: np.ndarray | None = None
     min_len = net.cfg.receptive_field
     for idx in _by_length(wavs, batch_size, max_len):
         chunk = [wavs[i][:max_len] if max_len else wavs[i] for i in idx]
         x, lengths = pad_batch(chunk, min_len)
         x, lengths = x.to(device), lengths.to(device)
         y = net.features(x, lengths) if what == "features" else net(x, lengths)
-        for j, i in enumerate(idx):
-            out[i] = y[j].float().cpu().numpy()
-    return np.stack(out)  # type: ignore[arg-type]
+        y = y.float().cpu().numpy()
+        if out is None:
+            out = np.empty((len(wavs), *y.shape[1:]), np.float32)
+        out[idx] = y
+        del x, y, chunk
+    return out if out is not None else np.empty((0, 0), np.float32)
 
 
 def predict_probs(
