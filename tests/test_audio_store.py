@@ -96,6 +96,7 @@ def test_whole_clip_batches_are_bounded_in_samples(monkeypatch):
     monkeypatch.setattr(data, "MAX_BATCH_SAMPLES", 100)
     wavs = [np.zeros(n, np.float32) for n in (10, 60, 20, 30, 10, 200)]
     batches = [b.tolist() for b in data._by_length(wavs, batch_size=4)]
-    # ascending lengths 10, 10, 20, 30 | 60 | 200: four of at most 30 fit in 100 samples, 60 alone, 200 alone
-    assert batches == [[0, 4, 2, 3], [1], [5]]
+    # ascending lengths 10, 10, 20, 30, 60, 200; a batch is padded to its longest: 3 x 20 fits in 100 samples
+    # (4 x 30 does not), then 30 (2 x 60 does not fit), 60, and 200 alone (one clip always goes)
+    assert batches == [[0, 4, 2], [3], [1], [5]]
     assert sorted(i for b in batches for i in b) == list(range(6))
