@@ -76,21 +76,8 @@ def test_adapt_without_a_source_export_and_load(tmp_path):
     server, _, url = serve(answer)
     try:
         student = tmp_path / "student.pt"
-        r = run(
-            "adapt",
-            "--target",
-            demo_manifest(),
-            "--lalm-url",
-            url,
-            "--lalm-model",
-            "m",
-            "--k-lalm",
-            "2",
-            "--epochs",
-            "1",
-            "--out",
-            student,
-        )
+        flags = {"--target": demo_manifest(), "--lalm-url": url, "--lalm-model": "m", "--k-lalm": 2, "--epochs": 1}
+        run("adapt", *[x for kv in flags.items() for x in kv], "--out", student)
     finally:
         server.shutdown()
         server.server_close()
