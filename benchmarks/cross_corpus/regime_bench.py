@@ -45,6 +45,8 @@ PER_REGIME = ["lalm_zero_shot", "lalm_sfuda", "mi_fuse"]
 #: extra rows: name -> (registry method, config overrides); more with --variant on the command line
 VARIANTS: dict[str, tuple[str, dict]] = {
     "mi_fuse_no_reliability": ("mifuse", {"reliability": "none"}),
+    "mi_fuse_rel_budget50": ("mifuse", {"lalm_budget": "50%"}),
+    "mi_fuse_rel_budget25": ("mifuse", {"lalm_budget": "25%"}),
     # measured before the reliability prior became the default: compare them with mi_fuse_no_reliability
     "mi_fuse_budget50": ("mifuse", {"lalm_budget": "50%", "reliability": "none"}),
     "mi_fuse_budget25": ("mifuse", {"lalm_budget": "25%", "reliability": "none"}),
@@ -57,6 +59,8 @@ TITLES = {
     "lalm_sfuda": "LALM-SFUDA",
     "mi_fuse": "MI-Fuse",
     "mi_fuse_no_reliability": "MI-Fuse without the reliability prior (0.1 fusion)",
+    "mi_fuse_rel_budget50": "MI-Fuse, LALM budget 50 %",
+    "mi_fuse_rel_budget25": "MI-Fuse, LALM budget 25 %",
     "mi_fuse_budget50": "MI-Fuse without the reliability prior, LALM budget 50 %",
     "mi_fuse_budget25": "MI-Fuse without the reliability prior, LALM budget 25 %",
 }
