@@ -350,6 +350,13 @@ def evaluate(model: str, manifest: str, out_dir: str, reference: str, threads: i
 # ---------------------------------------------------------------- training, adaptation, export (torch)
 
 
+def _is_main_process() -> bool:
+    """False in the data-parallel processes of rank > 0 that ``torchrun`` starts (they do not print)."""
+    from .adapt.distributed import world_from_env
+
+    return world_from_env().is_main
+
+
 def _need_torch() -> None:
     try:
         import torch  # noqa: F401
@@ -423,7 +430,8 @@ def train(
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
     best = res.best_val_ua
-    click.echo(f"wrote {res.model}" + (f" (best validation UA {best:.4f})" if best is not None else ""))
+    if _is_main_process():
+        click.echo(f"wrote {res.model}" + (f" (best validation UA {best:.4f})" if best is not None else ""))
 
 
 @cli.command()
@@ -626,6 +634,8 @@ def adapt(
         lalm_url, lalm_model, lalm_predictions, temperature, cache_path, concurrency, lalm_timeout, max_calls, lalm_rpm,
         lalm_tpm,
     )  # fmt: skip
+    main = _is_main_process()  # under torchrun only rank 0 prints
+    opts.progress = main
     if dry_run:
         from .adapt.bundled import bundled_labels, is_bundled
         from .adapt.checkpoint import read_checkpoint
@@ -655,10 +665,12 @@ def adapt(
             penalty_weight=penalty_weight,
             lalm_budget=lalm_budget,
             resume=not fresh,
+            progress=main,
         )
     except TeacherOptionsError as e:
         _fail(str(e), 2)
-    click.echo(adaptation_message(res))
+    if main:
+        click.echo(adaptation_message(res))
 
 
 @cli.command()

@@ -47,6 +47,7 @@ from .data import (
     pick_device,
     random_crops,
 )
+from .distributed import Subset, World, average_buffers, current, device_for, join, leave, map_rows, mean_over
 from .from_onnx import calibrate_batchnorm
 from .model import EmotionNet
 from .progress import Progress, log
@@ -192,13 +193,18 @@ class FitContext:
     total_steps: int
     progress: bool = True
     step: int = 0
+    #: the data-parallel processes this one belongs to (one process: ``World()``)
+    world: World = field(default_factory=World)
     _pass: tuple[int, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
 
     def eval_pass(self) -> tuple[np.ndarray, np.ndarray]:
         """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])`` of the current weights
         (computed once per weight state)."""
         if self._pass is None or self._pass[0] != self.step:
-            self._pass = (self.step, full_pass(self.net, self.wavs, self.device, self.cfg.eval_batch_size))
+            self._pass = (
+                self.step,
+                full_pass(self.net, self.wavs, self.device, self.cfg.eval_batch_size, self.world),
+            )
         return self._pass[1]
 
 
@@ -295,17 +301,32 @@ class Method:
 
 @torch.no_grad()
 def full_pass(
-    net: EmotionNet, wavs: Sequence[np.ndarray], device: torch.device, batch_size: int = 32
+    net: EmotionNet,
+    wavs: Sequence[np.ndarray],
+    device: torch.device,
+    batch_size: int = 32,
+    world: World | None = None,
 ) -> tuple[np.ndarray, np.ndarray]:
-    """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])``, float32."""
+    """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])``, float32. In a
+    data-parallel ``world`` each process encodes its share of the clips and all get all rows."""
     was = net.training
     net.eval()
     try:
-        feats = forward_all(net, wavs, device, batch_size, what="features")
+        feats = map_rows(
+            lambda ix: forward_all(net, Subset(wavs, ix), device, batch_size, what="features"),
+            len(wavs),
+            world or World(),
+        )
         logits = net.head(torch.from_numpy(feats).to(device)).float().cpu().numpy()
     finally:
         net.train(was)
     return feats.astype(np.float32), logits.astype(np.float32)
+
+
+def dist_backend() -> str:
+    import torch.distributed as dist
+
+    return str(dist.get_backend()) if dist.is_initialized() else "none"
 
 
 def ua_of(report: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, n_classes: int) -> float | None:
@@ -426,6 +447,7 @@ def _summary(
         "history": history,
         "config": asdict(method.cfg),
         "device": ctx.device.type,
+        "processes": ctx.world.size,
         "notes": list(method.notes),
         "details": method.details(),
         "identity": identity,
@@ -449,7 +471,48 @@ def fit(
     full training state (``<out>.state``) are written; with ``resume`` a state of the same identity (data,
     teachers' answers, config, starting weights) is continued, so an interrupted run resumes where it
     stopped. ``on_epoch(record)`` is called after each epoch once both are written (raising there stops
-    the run resumably)."""
+    the run resumably).
+
+    Started by ``torchrun`` (``WORLD_SIZE`` > 1), the run is data-parallel (:mod:`edgeser.adapt.distributed`):
+    each process trains on its share of every batch under DistributedDataParallel, rank 0 writes the files
+    and prints, and the state resumes on any number of processes."""
+    world = current()
+    device = pick_device(device_for(world, method.cfg.device))
+    opened = join(world, device)
+    try:
+        result = _fit(method, out, progress and world.is_main, resume, on_epoch, world, device)
+    except BaseException:
+        if opened:  # the other processes are stopped by torchrun; no goodbye barrier that could hang
+            import torch.distributed as dist
+
+            dist.destroy_process_group()
+        raise
+    leave(opened)
+    return result
+
+
+class _Forward(torch.nn.Module):
+    """``(features, logits)`` of a batch in one ``forward``: what DistributedDataParallel wraps (it syncs
+    the gradients of what runs inside ``forward``)."""
+
+    def __init__(self, net: EmotionNet):
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor, lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        feats = self.net.features(x, lengths)
+        return feats, self.net.head(feats)
+
+
+def _fit(
+    method: Method,
+    out: str | Path,
+    progress: bool,
+    resume: bool,
+    on_epoch: Callable[[dict], None] | None,
+    world: World,
+    device: torch.device,
+) -> FitResult:
     cfg = method.cfg
     if cfg.epochs < 1 or cfg.batch_size < 2:
         raise EdgeserError(
@@ -461,7 +524,6 @@ def fit(
     if not hasattr(method, "notes"):
         method.notes = []
     method.prepare(progress)
-    device = pick_device(cfg.device)
     torch.manual_seed(cfg.seed)
     rng = np.random.default_rng(cfg.seed)
     net = method.build(device)
@@ -474,7 +536,7 @@ def fit(
     opt = method.optimizer(groups)
     sched = method.schedule(opt, total)
     identity = _identity(method, cfg, net)
-    ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress)
+    ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress, world=world)
     n_classes = len(net.labels)
 
     start, best, best_epoch, history, initial, saved = 0, None, None, [], {}, {}
@@ -498,6 +560,23 @@ def fit(
         log(f"{out} is already trained for {cfg.epochs} epochs ({state_path})", progress)
         return FitResult(out, state_path, method.name, history, saved)
 
+    forward: torch.nn.Module = _Forward(net)
+    if world.parallel:
+        from torch.nn.parallel import DistributedDataParallel
+
+        # built after a resumed state is loaded: it starts every process from rank 0's weights
+        forward = DistributedDataParallel(
+            forward,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            broadcast_buffers=False,  # batch-norm statistics are averaged after each step instead
+        )
+        # every process draws the same batches and crops (numpy), but its own dropout masks (torch)
+        torch.manual_seed(cfg.seed * 1_000_003 + world.rank * 7_919 + start)
+        log(
+            f"data-parallel over {world.size} processes ({dist_backend()}, {device.type}): each trains on its "
+            f"share of every batch of {cfg.batch_size}",
+            progress,
+        )
     trainable = sum(p.numel() for g in opt.param_groups for p in g["params"])
     log(
         f"{method.name}: training {trainable:,} of {sum(p.numel() for p in net.parameters()):,} parameters on "
@@ -522,22 +601,26 @@ def fit(
             done = 0
             with Progress(steps, f"{method.name} epoch {epoch + 1}/{cfg.epochs}", progress) as bar:
                 for pos in batches(len(pool), cfg.batch_size, rng):
-                    if len(pos) < 2:  # batch norm cannot train on one clip
+                    if len(pos) < 2 * world.size:  # batch norm cannot train on one clip (per process)
                         continue
                     idx = pool[pos]
                     sched.before_step(opt, ctx.step, total)
+                    # every process draws the whole batch (same random state everywhere), then keeps its share
                     chunk = random_crops([ctx.wavs[i] for i in idx], crop, rng)
                     if cfg.augment:
                         chunk = augment(chunk, rng, cfg.gain_db, cfg.noise_prob)
+                    if world.parallel:
+                        mine = world.shard(np.arange(len(idx)))
+                        idx, chunk = idx[mine], [chunk[j] for j in mine]
                     x, lengths = pad_batch(chunk, net.cfg.receptive_field)
                     x, lengths = x.to(device), lengths.to(device)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
-                        feats = net.features(x, lengths)
-                        logits = net.head(feats)
+                        feats, logits = forward(x, lengths)
                     loss, parts = method.loss(ctx, idx, feats.float(), logits.float())
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
+                    average_buffers(net, world)
                     sched.after_step()
                     ctx.step += 1
                     method.after_step(ctx)
@@ -546,7 +629,8 @@ def fit(
                     for k, v in {"loss": value, **parts}.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     bar.update(1, loss=value)
-            record.update({k: v / max(done, 1) for k, v in sums.items()})
+            keys = sorted(sums)  # the same parts in every process: average them over the processes
+            record.update(zip(keys, mean_over([sums[k] / max(done, 1) for k in keys], world)))
             record["lr"] = max(float(g["lr"]) for g in opt.param_groups)
             score = method.end_epoch(ctx, epoch, record)
             if method.report is not None:
@@ -556,10 +640,13 @@ def fit(
             if score is None or best is None or score > best:
                 best, best_epoch = score, epoch + 1
                 saved = _summary(method, ctx, history, initial, best_epoch, record.get("val_ua"), identity)
-                save_checkpoint(out, net, **saved)
-            _save_state(
-                state_path, ctx, opt, sched, rng, method, epoch + 1, best, best_epoch, history, initial, saved, identity
-            )
+                if world.is_main:
+                    save_checkpoint(out, net, **saved)
+            if world.is_main:
+                _save_state(
+                    state_path, ctx, opt, sched, rng, method, epoch + 1, best, best_epoch, history, initial, saved,
+                    identity,
+                )  # fmt: skip
             log(
                 f"{method.name} epoch {epoch + 1}: loss {record['loss']:.4f}"
                 + method.describe_epoch(record)

@@ -26,6 +26,7 @@ from ..labels import cooccurrence_penalty, votes_from_samples
 from ..manifest import Clip
 from .budget import parse_budget, select_clips
 from .data import teacher_clips
+from .distributed import current, main_first
 from .engine import (
     AdaptMethod,
     FactorSchedule,
@@ -192,7 +193,8 @@ class FusionMethod(AdaptMethod):
                 + (" (answers are cached)" if hasattr(t, "cache") else ""),
                 progress,
             )
-            with teacher_clips(self.audio, t.reads_audio) as clips:
+            # data-parallel: rank 0 asks (and fills the answer cache), the other processes then read the cache
+            with main_first(current()), teacher_clips(self.audio, t.reads_audio) as clips:
                 if getattr(t, "positional", False):  # answers held by position (FixedSamples): take the budget's rows
                     sub = np.asarray(t.sample(clips, k), dtype=np.float64)[asked]
                 else:

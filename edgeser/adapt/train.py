@@ -15,6 +15,7 @@ import torch
 from ..manifest import Clip
 from ..metrics import unweighted_accuracy
 from .data import load_clips, predict_probs
+from .distributed import Subset, map_rows
 from .engine import FitConfig, FitContext, FitResult, Method, TorchSchedule, fit, hash_array, hash_clips
 from .losses import cooccurrence_penalty_loss, soft_cross_entropy
 from .model import EmotionNet, ModelConfig
@@ -135,7 +136,9 @@ class Supervised(Method):
     def end_epoch(self, ctx: FitContext, epoch: int, record: dict) -> float:
         if self.val_wavs is None:
             return float(epoch)
-        pred = predict_probs(ctx.net, self.val_wavs, ctx.device).argmax(axis=1)
+        val = self.val_wavs
+        pred = map_rows(lambda ix: predict_probs(ctx.net, Subset(val, ix), ctx.device), len(val), ctx.world)
+        pred = pred.argmax(axis=1)
         record["val_ua"] = float(unweighted_accuracy(self.val_y, pred, len(self.labels)))
         return record["val_ua"]
 

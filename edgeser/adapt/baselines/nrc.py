@@ -43,6 +43,7 @@ import torch.nn.functional as F
 
 from ...errors import ManifestError
 from ...manifest import Clip
+from ..distributed import all_rows
 from ..engine import FitContext, FitResult, fit
 from ..model import EmotionNet
 from .common import AdaptConfig, BaselineMethod
@@ -166,8 +167,10 @@ class NRCMethod(BaselineMethod):
         idx_t = torch.from_numpy(idx).to(ctx.device)
         probs = torch.softmax(logits, dim=1)
         with torch.no_grad():
-            self.fea_bank[idx_t] = F.normalize(feats.detach(), dim=1)
-            self.score_bank[idx_t] = probs.detach()
+            # data-parallel: every process's banks take the whole batch, so that they stay the same everywhere
+            every = all_rows(idx_t, ctx.world)
+            self.fea_bank[every] = all_rows(F.normalize(feats.detach(), dim=1), ctx.world)
+            self.score_bank[every] = all_rows(probs.detach(), ctx.world)
             near, w, near_near, w_nn = nrc_neighbours(
                 self.fea_bank, idx_t, self.cfg.K, self.cfg.KK, self.cfg.nonreciprocal_weight, self.cfg.expanded_weight
             )

@@ -14,6 +14,7 @@ import torch
 
 from ...manifest import Clip
 from ..data import load_clips, mc_samples, pick_device
+from ..distributed import Subset, current, map_rows
 from ..model import EmotionNet
 from .base import MovingTeacher, Teacher, check_k
 
@@ -111,7 +112,11 @@ class EMATeacher(MovingTeacher):
 
     def refresh(self, epoch: int, wavs: Sequence[np.ndarray]) -> None:
         if self.samples is None or epoch % self.resample_every == 0:
-            self.samples = self.sampler.sample_wavs(wavs, self.k, seed=self.seed * 100_003 + epoch)
+            seed = self.seed * 100_003 + epoch
+            # data-parallel: each process samples its share of the clips, all get every row
+            self.samples = map_rows(
+                lambda ix: self.sampler.sample_wavs(Subset(wavs, ix), self.k, seed=seed), len(wavs), current()
+            )
 
     def after_step(self, student: EmotionNet) -> None:
         assert self.net is not None, "attach() first"
