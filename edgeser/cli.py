@@ -403,9 +403,27 @@ def _need_torch() -> None:
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
+@click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=None,
+    help="Processes that read, crop and pad the batches (default: 2 with a GPU, 0 on CPU); results do not change.",
+)
 @click.option("--fresh", is_flag=True, help="Ignore a saved training state instead of resuming it.")
 def train(
-    train_manifests, val_manifest, out, labels, targets, penalty_weight, epochs, batch_size, lr, seed, device, fresh
+    train_manifests,
+    val_manifest,
+    out,
+    labels,
+    targets,
+    penalty_weight,
+    epochs,
+    batch_size,
+    lr,
+    seed,
+    device,
+    workers,
+    fresh,
 ) -> None:
     """Train a source classifier on labelled audio."""
     _need_torch()
@@ -425,8 +443,9 @@ def train(
         if any(c.label is None for c in val):
             _fail("every validation clip needs a label")
     cfg = TrainConfig(
-        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, penalty_weight=penalty_weight
-    )
+        epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, penalty_weight=penalty_weight,
+        workers=workers,
+    )  # fmt: skip
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
     best = res.best_val_ua
@@ -586,6 +605,12 @@ def _default_method() -> str:
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
 @click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=None,
+    help="Processes that read, crop and pad the batches (default: 2 with a GPU, 0 on CPU); results do not change.",
+)
+@click.option(
     "--penalty-weight",
     type=click.FloatRange(0),
     default=None,
@@ -619,6 +644,7 @@ def adapt(
     epochs,
     seed,
     device,
+    workers,
     penalty_weight,
     lalm_budget,
     fresh,
@@ -662,6 +688,7 @@ def adapt(
             epochs=epochs,
             seed=seed,
             device=device,
+            workers=workers,
             penalty_weight=penalty_weight,
             lalm_budget=lalm_budget,
             resume=not fresh,

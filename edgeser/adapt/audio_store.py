@@ -92,6 +92,17 @@ class AudioStore(Sequence):
         for i in range(len(self)):
             yield self[i]
 
+    def __getstate__(self) -> dict:
+        # a DataLoader worker started by "spawn" (macOS, Windows) gets a reader of the same file
+        return {"path": str(self.path), "offsets": self._offsets}
+
+    def __setstate__(self, state: dict) -> None:
+        self.path = Path(state["path"])
+        self.directory = self.path.parent
+        self._offsets = state["offsets"]
+        self._fd = os.open(self.path, os.O_RDONLY)
+        self._finalizer = weakref.finalize(self, _cleanup, self._fd, None)  # a reader never removes the file
+
     def close(self) -> None:
         """Close the file and remove a private directory; the store is unusable afterwards."""
         self._finalizer()

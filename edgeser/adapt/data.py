@@ -18,6 +18,7 @@ from ..audio import audio_info, load_audio
 from ..errors import AudioError, ManifestError
 from ..manifest import Clip
 from .audio_store import AudioStore, lengths_of
+from .loader import PaddedBatches, iterate
 from .model import EmotionNet, mc_dropout
 from .progress import Progress
 
@@ -199,46 +200,6 @@ def n_steps(n: int, batch_size: int) -> int:
     return full + (1 if rest >= 2 else 0)
 
 
-def pad_batch(wavs: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor, torch.Tensor]:
-    """Zero-pad to the longest (and at least ``min_len``) -> ``([B, T], lengths [B])``."""
-    lengths = [len(w) for w in wavs]
-    out = np.zeros((len(wavs), max(max(lengths), min_len)), np.float32)
-    for i, w in enumerate(wavs):
-        out[i, : len(w)] = w
-    return torch.from_numpy(out), torch.tensor(lengths)
-
-
-def random_crops(wavs: Sequence[np.ndarray], crop: int, rng: np.random.Generator) -> list[np.ndarray]:
-    """A random ``crop``-sample stretch of each clip (clips shorter than that are kept whole)."""
-    out = []
-    for w in wavs:
-        if len(w) > crop:
-            s = int(rng.integers(0, len(w) - crop + 1))
-            w = w[s : s + crop]
-        out.append(w)
-    return out
-
-
-def augment(
-    wavs: list[np.ndarray],
-    rng: np.random.Generator,
-    gain_db: float = 6.0,
-    noise_prob: float = 0.3,
-    snr_db: tuple[float, float] = (15.0, 40.0),
-) -> list[np.ndarray]:
-    """Random gain (uniform ±``gain_db``) and, with probability ``noise_prob``, white noise at a random SNR:
-    the microphones and levels of users' devices differ from the corpora's."""
-    out = []
-    for w in wavs:
-        w = w * np.float32(10 ** (rng.uniform(-gain_db, gain_db) / 20))
-        if rng.random() < noise_prob:
-            p = float(np.mean(w**2)) + 1e-10
-            snr = rng.uniform(*snr_db)
-            w = w + rng.standard_normal(len(w)).astype(np.float32) * np.float32(np.sqrt(p / 10 ** (snr / 10)))
-        out.append(w.astype(np.float32))
-    return out
-
-
 def batches(n: int, batch_size: int, rng: np.random.Generator | None = None) -> Iterator[np.ndarray]:
     """Index batches; shuffled when ``rng`` is given (the last partial batch is kept)."""
     order = rng.permutation(n) if rng is not None else np.arange(n)
@@ -273,23 +234,24 @@ def forward_all(
     batch_size: int = 32,
     what: str = "logits",
     max_len: int | None = None,
+    workers: int = 0,
 ) -> np.ndarray:
     """Run whole clips (length-sorted batches, masked pooling) -> logits ``[N, C]`` or bottleneck
-    ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling)."""
+    ``features`` ``[N, H]``, in the model's current mode (use :func:`mc_dropout` for sampling). ``workers``
+    processes read and pad the batches (:mod:`edgeser.adapt.loader`)."""
     # one output array filled in place: no per-clip objects left between the batches' large transient
     # buffers (they fragmented the heap: peak memory grew with the number of clips)
     out: np.ndarray | None = None
-    min_len = net.cfg.receptive_field
-    for idx in _by_length(wavs, batch_size, max_len):
-        chunk = [wavs[i][:max_len] if max_len else wavs[i] for i in idx]
-        x, lengths = pad_batch(chunk, min_len)
-        x, lengths = x.to(device), lengths.to(device)
+    groups = list(_by_length(wavs, batch_size, max_len))
+    data = PaddedBatches(wavs, groups, net.cfg.receptive_field, max_len)
+    for idx, (x, lengths) in zip(groups, iterate(data, workers)):
+        x, lengths = x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
         y = net.features(x, lengths) if what == "features" else net(x, lengths)
         y = y.float().cpu().numpy()
         if out is None:
             out = np.empty((len(wavs), *y.shape[1:]), np.float32)
         out[idx] = y
-        del x, y, chunk
+        del x, y
     return out if out is not None else np.empty((0, 0), np.float32)
 
 
@@ -314,6 +276,7 @@ def mc_samples(
     batch_size: int = 32,
     seed: int = 0,
     max_len: int | None = None,
+    workers: int = 0,
 ) -> np.ndarray:
     """``K`` MC-dropout predictions per clip (cut to ``max_len`` samples) -> ``[N, K, C]``. The encoder runs
     once per pass; dropout (encoder and head) is on, batch norm frozen."""
@@ -321,7 +284,8 @@ def mc_samples(
     with torch.random.fork_rng(devices=devices), mc_dropout(net):  # the caller's RNG state is left alone
         torch.manual_seed(seed)
         return np.stack(
-            [_softmax(forward_all(net, wavs, device, batch_size, max_len=max_len)) for _ in range(k)], axis=1
+            [_softmax(forward_all(net, wavs, device, batch_size, max_len=max_len, workers=workers)) for _ in range(k)],
+            axis=1,
         )
 
 

@@ -35,20 +35,10 @@ from .checkpoint import (
     save_checkpoint,
     save_state,
 )
-from .data import (
-    DEFAULT_MAX_CLIP_S,
-    TargetAudio,
-    augment,
-    batches,
-    forward_all,
-    load_target_audio,
-    n_steps,
-    pad_batch,
-    pick_device,
-    random_crops,
-)
+from .data import DEFAULT_MAX_CLIP_S, TargetAudio, batches, forward_all, load_target_audio, n_steps, pick_device
 from .distributed import Subset, World, average_buffers, current, device_for, join, leave, map_rows, mean_over
 from .from_onnx import calibrate_batchnorm
+from .loader import Augmentation, TrainingBatches, default_workers, iterate, plan_seeds
 from .model import EmotionNet
 from .progress import Progress, log
 
@@ -56,7 +46,7 @@ from .progress import Progress, log
 #: student is derived from the source model and inherits what applies to it ("" when the source has none)
 CARRIED_SUMMARY_KEYS = ("data", "model_card")
 #: bump when the meaning of a saved training state changes: older states are then ignored, not misread
-STATE_VERSION = 2
+STATE_VERSION = 3
 #: target clips whose statistics the bundled source's folded batch norms get (enough for stable means)
 BN_CALIBRATION_CLIPS = 200
 
@@ -84,6 +74,9 @@ class FitConfig:
     seed: int = 0
     #: cpu, cuda, cuda:1 ... (None: CUDA when available)
     device: str | None = None
+    #: processes that read, crop and pad the batches while the model trains (None: 2 on a GPU, 0 on CPU);
+    #: results do not depend on it (:mod:`edgeser.adapt.loader`)
+    workers: int | None = None
 
 
 @dataclass
@@ -188,13 +181,15 @@ class FitContext:
     net: EmotionNet
     device: torch.device
     cfg: FitConfig
-    wavs: list[np.ndarray]
+    wavs: Sequence[np.ndarray]
     steps_per_epoch: int
     total_steps: int
     progress: bool = True
     step: int = 0
     #: the data-parallel processes this one belongs to (one process: ``World()``)
     world: World = field(default_factory=World)
+    #: worker processes of the data pipeline (resolved: never None)
+    workers: int = 0
     _pass: tuple[int, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
 
     def eval_pass(self) -> tuple[np.ndarray, np.ndarray]:
@@ -203,7 +198,7 @@ class FitContext:
         if self._pass is None or self._pass[0] != self.step:
             self._pass = (
                 self.step,
-                full_pass(self.net, self.wavs, self.device, self.cfg.eval_batch_size, self.world),
+                full_pass(self.net, self.wavs, self.device, self.cfg.eval_batch_size, self.world, self.workers),
             )
         return self._pass[1]
 
@@ -306,6 +301,7 @@ def full_pass(
     device: torch.device,
     batch_size: int = 32,
     world: World | None = None,
+    workers: int = 0,
 ) -> tuple[np.ndarray, np.ndarray]:
     """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])``, float32. In a
     data-parallel ``world`` each process encodes its share of the clips and all get all rows."""
@@ -313,7 +309,7 @@ def full_pass(
     net.eval()
     try:
         feats = map_rows(
-            lambda ix: forward_all(net, Subset(wavs, ix), device, batch_size, what="features"),
+            lambda ix: forward_all(net, Subset(wavs, ix), device, batch_size, what="features", workers=workers),
             len(wavs),
             world or World(),
         )
@@ -375,7 +371,7 @@ def _identity(method: Method, cfg: FitConfig, net: EmotionNet) -> str:
     """The resume identity: sha256 over the method, its config (the device aside), the starting weights,
     the data and the teachers' answers. A saved state is resumed only when it has the same identity."""
     h = hashlib.sha256(f"edgeser-fit-{STATE_VERSION}:{method.name}:".encode())
-    conf = {k: v for k, v in asdict(cfg).items() if k != "device"}
+    conf = {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers")}  # neither changes results
     h.update(json.dumps(conf, sort_keys=True, default=str).encode())
     _hash_net(h, net)
     method.identity(h)
@@ -536,7 +532,8 @@ def _fit(
     opt = method.optimizer(groups)
     sched = method.schedule(opt, total)
     identity = _identity(method, cfg, net)
-    ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress, world=world)
+    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress, world=world, workers=workers)
     n_classes = len(net.labels)
 
     start, best, best_epoch, history, initial, saved = 0, None, None, [], {}, {}
@@ -568,7 +565,7 @@ def _fit(
         forward = DistributedDataParallel(
             forward,
             device_ids=[device.index] if device.type == "cuda" else None,
-            broadcast_buffers=False,  # batch-norm statistics are averaged after each step instead
+            forward_sync_buffers=False,  # batch-norm statistics are averaged after each step instead
         )
         # every process draws the same batches and crops (numpy), but its own dropout masks (torch)
         torch.manual_seed(cfg.seed * 1_000_003 + world.rank * 7_919 + start)
@@ -589,6 +586,7 @@ def _fit(
         progress,
     )
     crop = int(cfg.crop_s * net.cfg.sample_rate)
+    aug = Augmentation(cfg.gain_db, cfg.noise_prob) if cfg.augment else None
     amp = device.type == "cuda"
     epoch = start
     try:
@@ -600,20 +598,20 @@ def _fit(
             sums: dict[str, float] = {}
             done = 0
             with Progress(steps, f"{method.name} epoch {epoch + 1}/{cfg.epochs}", progress) as bar:
+                plan = []
                 for pos in batches(len(pool), cfg.batch_size, rng):
                     if len(pos) < 2 * world.size:  # batch norm cannot train on one clip (per process)
                         continue
-                    idx = pool[pos]
-                    sched.before_step(opt, ctx.step, total)
-                    # every process draws the whole batch (same random state everywhere), then keeps its share
-                    chunk = random_crops([ctx.wavs[i] for i in idx], crop, rng)
-                    if cfg.augment:
-                        chunk = augment(chunk, rng, cfg.gain_db, cfg.noise_prob)
+                    # every process draws the whole batch's seeds (the same everywhere), then keeps its share
+                    idx, seeds = pool[pos], plan_seeds(rng, len(pos))
                     if world.parallel:
                         mine = world.shard(np.arange(len(idx)))
-                        idx, chunk = idx[mine], [chunk[j] for j in mine]
-                    x, lengths = pad_batch(chunk, net.cfg.receptive_field)
-                    x, lengths = x.to(device), lengths.to(device)
+                        idx, seeds = idx[mine], seeds[mine]
+                    plan.append((idx, seeds))
+                data = TrainingBatches(ctx.wavs, plan, crop, net.cfg.receptive_field, aug)
+                for (idx, _), (x, lengths) in zip(plan, iterate(data, workers)):
+                    sched.before_step(opt, ctx.step, total)
+                    x, lengths = x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
                         feats, logits = forward(x, lengths)
                     loss, parts = method.loss(ctx, idx, feats.float(), logits.float())

@@ -50,6 +50,7 @@ from .fusion import (
     sharpen,
     valid_rows,
 )
+from .loader import default_workers
 from .losses import cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
 from .model import EmotionNet
 from .progress import log
@@ -268,7 +269,7 @@ class FusionMethod(AdaptMethod):
     def build(self, device: torch.device) -> EmotionNet:
         student = super().build(device)
         for i in self.moving:
-            self.teachers[i].attach(self.source_net, device, self.cfg.seed)
+            self.teachers[i].attach(self.source_net, device, self.cfg.seed, workers=self.workers(device))
         self.penalty = None
         if self.cfg.penalty_weight > 0:
             if not self.fixed:
@@ -281,6 +282,9 @@ class FusionMethod(AdaptMethod):
         self.referee = self._referee(student, device)
         self.kappas: np.ndarray | None = None
         return student
+
+    def workers(self, device: torch.device) -> int:
+        return default_workers(device) if self.cfg.workers is None else self.cfg.workers
 
     def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
         """Cross-fitted top class of a ridge classifier on clip log-mel statistics, trained on the fixed

@@ -26,6 +26,7 @@ def run_adaptation(
     epochs: int | None = None,
     seed: int = 0,
     device: str | None = None,
+    workers: int | None = None,
     penalty_weight: float | None = None,
     lalm_budget: int | str | None = None,
     resume: bool = True,
@@ -36,7 +37,9 @@ def run_adaptation(
     cached next to ``out`` unless ``lalm.cache_path`` says otherwise). Settings left None keep the
     method's defaults; a setting the method does not have is an error."""
     spec = get_method(method)
-    settings: dict[str, Any] = {"seed": seed, "device": device, "epochs": epochs, "penalty_weight": penalty_weight}
+    settings: dict[str, Any] = {
+        "seed": seed, "device": device, "epochs": epochs, "penalty_weight": penalty_weight, "workers": workers
+    }  # fmt: skip
     if spec.needs_teacher:
         settings["k_lalm"] = k_lalm
         settings["lalm_budget"] = lalm_budget

@@ -51,8 +51,9 @@ class MovingTeacher(ABC):
     samples: np.ndarray | None = None
 
     @abstractmethod
-    def attach(self, source: EmotionNet, device: torch.device, seed: int) -> None:
-        """Start from the source network's weights (a private copy) on ``device``."""
+    def attach(self, source: EmotionNet, device: torch.device, seed: int, workers: int = 0) -> None:
+        """Start from the source network's weights (a private copy) on ``device``; ``workers`` processes may
+        read its batches (``edgeser.adapt.loader``)."""
 
     @abstractmethod
     def refresh(self, epoch: int, wavs: Sequence[np.ndarray]) -> None:

@@ -35,6 +35,7 @@ class ClassifierTeacher(Teacher):
         seed: int = 0,
         max_len: int | None = None,
         progress: bool = False,
+        workers: int = 0,
     ):
         self.net = net
         self.device = device if isinstance(device, torch.device) else pick_device(device)
@@ -42,6 +43,8 @@ class ClassifierTeacher(Teacher):
         self.name = name
         self.labels = list(net.labels)
         self.batch_size, self.seed, self.max_len, self.progress = batch_size, seed, max_len, progress
+        #: processes that read and pad the batches (``edgeser.adapt.loader``)
+        self.workers = workers
         self._calls = 0
         self._audio: dict[str, np.ndarray] = {}
 
@@ -58,7 +61,16 @@ class ClassifierTeacher(Teacher):
         with torch.random.fork_rng(devices=devices):
             with torch.autocast(self.device.type, dtype=torch.bfloat16, enabled=self.device.type == "cuda"):
                 # clips are read (and cut) batch by batch: an on-disk store is never held whole
-                out = mc_samples(self.net, wavs, self.device, k, self.batch_size, seed=seed, max_len=self.max_len)
+                out = mc_samples(
+                    self.net,
+                    wavs,
+                    self.device,
+                    k,
+                    self.batch_size,
+                    seed=seed,
+                    max_len=self.max_len,
+                    workers=self.workers,
+                )
         return out.astype(np.float64)
 
     def sample(self, clips: Sequence[Clip], k: int) -> np.ndarray:
@@ -105,9 +117,11 @@ class EMATeacher(MovingTeacher):
         self.samples: np.ndarray | None = None
         self.net: EmotionNet | None = None
 
-    def attach(self, source: EmotionNet, device: torch.device, seed: int) -> None:
+    def attach(self, source: EmotionNet, device: torch.device, seed: int, workers: int = 0) -> None:
         self.net = copy.deepcopy(source).to(device).requires_grad_(False)
-        self.sampler = ClassifierTeacher(self.net, device, name=self.name, batch_size=self.batch_size, seed=seed)
+        self.sampler = ClassifierTeacher(
+            self.net, device, name=self.name, batch_size=self.batch_size, seed=seed, workers=workers
+        )
         self.seed, self.samples = seed, None
 
     def refresh(self, epoch: int, wavs: Sequence[np.ndarray]) -> None:
