@@ -96,7 +96,9 @@ def test_whole_clip_batches_are_bounded_in_samples(monkeypatch):
     monkeypatch.setattr(data, "MAX_BATCH_SAMPLES", 100)
     wavs = [np.zeros(n, np.float32) for n in (10, 60, 20, 30, 10, 200)]
     batches = [b.tolist() for b in data._by_length(wavs, batch_size=4)]
-    # ascending lengths 10, 10, 20, 30, 60, 200; a batch is padded to its longest: 3 x 20 fits in 100 samples
-    # (4 x 30 does not), then 30 (2 x 60 does not fit), 60, and 200 alone (one clip always goes)
-    assert batches == [[0, 4, 2], [3], [1], [5]]
+    # longest first: 200 alone (one clip always goes), 60 alone (2 x 60 does not fit in 100 samples), then a
+    # batch padded to its first clip's 30 samples: 3 x 30 fits (4 x 30 does not), and the last 10
+    assert batches == [[5], [1], [3, 2, 0], [4]]
     assert sorted(i for b in batches for i in b) == list(range(6))
+    longest = [max(len(wavs[i]) for i in b) for b in batches]
+    assert longest == sorted(longest, reverse=True)  # a batch never needs more than the one before freed

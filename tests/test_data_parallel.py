@@ -47,6 +47,12 @@ def test_world_from_env(monkeypatch):
     w = world_from_env()
     assert (w.rank, w.size, w.local_rank, w.is_main) == (3, 4, 1, False)
     assert w.shard(np.arange(10)).tolist() == [3, 7]
+    from edgeser.adapt.distributed import device_for
+
+    assert device_for(w, "cpu") == "cpu" and device_for(World(), "cuda:1") == "cuda:1"
+    monkeypatch.setenv("LOCAL_WORLD_SIZE", "2")
+    with pytest.raises(EdgeserError, match="every process of this machine on one GPU"):
+        device_for(w, "cuda:1")
     monkeypatch.setenv("RANK", "4")
     with pytest.raises(EdgeserError, match="RANK=4 and WORLD_SIZE=4"):
         world_from_env()

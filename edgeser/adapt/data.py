@@ -215,12 +215,15 @@ MAX_BATCH_SAMPLES = 32 * 10 * 16000
 def _by_length(wavs: Sequence[np.ndarray], batch_size: int, max_len: int | None = None) -> Iterator[np.ndarray]:
     lengths = lengths_of(wavs)
     lengths = np.minimum(lengths, max_len) if max_len else lengths
-    order = np.argsort(lengths, kind="stable")
+    # longest clips first: each batch's buffers then fit in the memory the previous, larger, batch freed. In
+    # ascending order every batch needed slightly more than any freed block and the heap grew with the number
+    # of clips (benchmarks/scale/results.md)
+    order = np.argsort(-lengths, kind="stable")
     start = 0
     while start < len(order):
         stop = min(start + batch_size, len(order))
-        # ascending lengths: the last clip of a batch is its longest; shrink until the padded batch fits
-        while stop - start > 1 and (stop - start) * int(lengths[order[stop - 1]]) > MAX_BATCH_SAMPLES:
+        # the first clip of a batch is its longest; shrink until the padded batch fits
+        while stop - start > 1 and (stop - start) * int(lengths[order[start]]) > MAX_BATCH_SAMPLES:
             stop -= 1
         yield order[start:stop]
         start = stop

@@ -99,6 +99,11 @@ def device_for(world: World, spec: str | None) -> str | None:
         return spec
     if spec in (None, "cuda") and torch.cuda.is_available():
         return f"cuda:{world.local_rank}"
+    if spec and spec.startswith("cuda:") and _env_int("LOCAL_WORLD_SIZE", 1) > 1:
+        raise EdgeserError(
+            f"--device {spec} would put every process of this machine on one GPU: under torchrun use --device cuda "
+            "(process i takes cuda:<local rank>) and choose the GPUs with CUDA_VISIBLE_DEVICES"
+        )
     return spec
 
 
