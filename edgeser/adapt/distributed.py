@@ -121,6 +121,11 @@ def join(world: World, device: torch.device) -> bool:
     return True
 
 
+def backend() -> str:
+    """The open process group's backend ("gloo", "nccl"), or "none"."""
+    return str(dist.get_backend()) if dist.is_available() and dist.is_initialized() else "none"
+
+
 def leave(opened: bool) -> None:
     """Close the process group :func:`join` opened (after all processes arrive)."""
     if opened and dist.is_initialized():

@@ -36,7 +36,18 @@ from .checkpoint import (
     save_state,
 )
 from .data import DEFAULT_MAX_CLIP_S, TargetAudio, batches, forward_all, load_target_audio, n_steps, pick_device
-from .distributed import Subset, World, average_buffers, current, device_for, join, leave, map_rows, mean_over
+from .distributed import (
+    Subset,
+    World,
+    average_buffers,
+    backend,
+    current,
+    device_for,
+    join,
+    leave,
+    map_rows,
+    mean_over,
+)
 from .from_onnx import calibrate_batchnorm
 from .loader import Augmentation, TrainingBatches, default_workers, iterate, plan_seeds
 from .model import EmotionNet
@@ -319,12 +330,6 @@ def full_pass(
     return feats.astype(np.float32), logits.astype(np.float32)
 
 
-def dist_backend() -> str:
-    import torch.distributed as dist
-
-    return str(dist.get_backend()) if dist.is_initialized() else "none"
-
-
 def ua_of(report: tuple[np.ndarray, np.ndarray] | None, rows: np.ndarray, n_classes: int) -> float | None:
     """UA of the argmax of ``rows`` (``[N, C]``) on the labelled clips of ``report``, over the clips whose row
     is finite; None without labels."""
@@ -570,7 +575,7 @@ def _fit(
         # every process draws the same batches and crops (numpy), but its own dropout masks (torch)
         torch.manual_seed(cfg.seed * 1_000_003 + world.rank * 7_919 + start)
         log(
-            f"data-parallel over {world.size} processes ({dist_backend()}, {device.type}): each trains on its "
+            f"data-parallel over {world.size} processes ({backend()}, {device.type}): each trains on its "
             f"share of every batch of {cfg.batch_size}",
             progress,
         )
