@@ -63,17 +63,21 @@ def test_world_from_env(monkeypatch):
 
 COLLECTIVES = """
 import json, sys, numpy as np, torch, torch.distributed as dist
-from edgeser.adapt.distributed import all_rows, current, join, leave, main_first, map_rows, mean_over
+from edgeser.adapt.distributed import all_rows, current, join, leave, main_first, map_rows, mean_over, whole_batch
 w = current()
 opened = join(w, torch.device("cpu"))
 seen = []
 rows = map_rows(lambda ix: (seen.extend(ix.tolist()), np.stack([ix * 10.0, ix + 0.5], axis=1))[1], 7, w)
 mean = mean_over([float(w.rank), 10.0 * (w.rank + 1)], w)
 allr = all_rows(torch.arange(w.rank + 1) + 100 * w.rank, w).tolist()
+t = torch.arange(w.rank + 1, dtype=torch.float32).add(10 * w.rank).requires_grad_(True)  # rows: [0], [10, 11]
+g = whole_batch(t, w)
+(g ** 2).sum().backward()  # each process's loss is the same; the gather's backward sums their gradients
 order = []
 with main_first(w):
     order.append(__import__("time").monotonic())
-json.dump({"rank": w.rank, "seen": seen, "rows": rows.tolist(), "mean": mean, "all": allr, "t": order[0]},
+json.dump({"rank": w.rank, "seen": seen, "rows": rows.tolist(), "mean": mean, "all": allr, "t": order[0],
+           "g": g.tolist(), "grad": t.grad.tolist()},
           open(sys.argv[1] + f"/r{w.rank}.json", "w"))
 leave(opened)
 """
@@ -91,6 +95,9 @@ def test_collectives_on_known_values(tmp_path):
     assert r0["mean"] == r1["mean"] == [0.5, 15.0]
     assert r0["all"] == r1["all"] == [0, 100, 101]
     assert r0["t"] <= r1["t"]  # rank 0 ran the block first
+    assert r0["g"] == r1["g"] == [0.0, 10.0, 11.0]
+    # d/dt of sum(g^2) is 2t in each of the 2 processes, summed: 4t (DistributedDataParallel then halves it)
+    assert r0["grad"] == [0.0] and r1["grad"] == [40.0, 44.0]
 
 
 FIT = """

@@ -175,6 +175,25 @@ def all_rows(t: torch.Tensor, world: World) -> torch.Tensor:
     return torch.cat(parts).to(t.device)
 
 
+def whole_batch(t: torch.Tensor, world: World) -> torch.Tensor:
+    """The rows of ``t`` from every process (rank order), *with* gradients: a batch-level loss term (e.g. the
+    entropy of the batch's mean prediction) computed on it is the one-process term. Every process computes
+    the same value; the gather's backward sums the processes' gradients and DistributedDataParallel divides
+    by their number, so each share gets the one-process gradient."""
+    if not _active(world):
+        return t
+    from torch.distributed.nn.functional import all_gather
+
+    n = _to_collective(torch.tensor([t.shape[0]], dtype=torch.int64))
+    sizes = [torch.zeros_like(n) for _ in range(world.size)]
+    dist.all_gather(sizes, n)
+    counts = [int(c.item()) for c in sizes]
+    most = max(counts)
+    padded = torch.cat([t, t.new_zeros((most - t.shape[0], *t.shape[1:]))]) if t.shape[0] < most else t
+    parts = all_gather(padded)
+    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+
+
 def _to_collective(t: torch.Tensor) -> torch.Tensor:
     # gloo gathers CPU tensors, NCCL device tensors
     backend = dist.get_backend()

@@ -47,6 +47,7 @@ from .distributed import (
     leave,
     map_rows,
     mean_over,
+    whole_batch,
 )
 from .from_onnx import calibrate_batchnorm
 from .loader import Augmentation, TrainingBatches, default_workers, iterate, plan_seeds
@@ -213,6 +214,12 @@ class FitContext:
             )
         return self._pass[1]
 
+    def whole_batch(self, t: torch.Tensor) -> torch.Tensor:
+        """``t`` (rows of this process's share of the batch) with the other processes' rows, keeping gradients:
+        batch-level loss terms (diversity, information maximisation) use it, so that a data-parallel run
+        optimises the one-process loss. ``t`` itself in one process."""
+        return whole_batch(t, self.world)
+
 
 class Method:
     """One training method plugged into :func:`fit`. Subclasses set ``name`` and ``cfg``, load their data in
@@ -275,7 +282,9 @@ class Method:
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         """Loss of one batch: ``idx`` the clips' indices in ``wavs``, ``feats`` ``[B, H]`` the bottleneck
-        features and ``logits`` ``[B, C]`` (float32, with gradients); and named parts to average per epoch."""
+        features and ``logits`` ``[B, C]`` (float32, with gradients); and named parts to average per epoch.
+        In a data-parallel run these are this process's share of the batch: terms over the whole batch take
+        :meth:`FitContext.whole_batch` of them."""
         raise NotImplementedError
 
     def after_step(self, ctx: FitContext) -> None:

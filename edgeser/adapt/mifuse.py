@@ -393,7 +393,7 @@ class FusionMethod(AdaptMethod):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         t = torch.from_numpy(self.targets[idx]).to(ctx.device)
         ce = soft_cross_entropy(logits, t)
-        div = diversity_loss(logits)
+        div = diversity_loss(ctx.whole_batch(logits))
         loss = ce + self.cfg.diversity_weight * div
         if self.penalty is not None:
             loss = loss + self.cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, self.penalty)

@@ -116,15 +116,17 @@ def nrc_loss(
     near_near: torch.Tensor,
     weight_nn: torch.Tensor,
     epsilon: float = 1e-5,
+    batch_probs: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, dict]:
     """``-mean_i sum_j w_ij <p_i, s_j>`` over the neighbours and over the expanded neighbours, plus the
-    diversity term ``sum_c pbar_c log pbar_c``; ``probs`` ``[B, C]`` with gradients, ``score_bank`` ``[N, C]``."""
+    diversity term ``sum_c pbar_c log pbar_c``; ``probs`` ``[B, C]`` with gradients, ``score_bank`` ``[N, C]``;
+    ``batch_probs`` (default ``probs``): the rows ``pbar`` is the mean of (the whole batch, data-parallel)."""
     b = probs.shape[0]
     s_near = score_bank[near]  # [B, K, C]
     s_nn = score_bank[near_near].reshape(b, -1, score_bank.shape[1])  # [B, K*KK, C]
     l_near = -(torch.einsum("bc,bkc->bk", probs, s_near) * weight).sum(dim=1).mean()
     l_nn = -(torch.einsum("bc,bmc->bm", probs, s_nn) * weight_nn.reshape(b, -1)).sum(dim=1).mean()
-    pbar = probs.mean(dim=0)
+    pbar = (probs if batch_probs is None else batch_probs).mean(dim=0)
     div = (pbar * torch.log(pbar + epsilon)).sum()
     return l_near + l_nn + div, {"neighbours": l_near.item(), "expanded": l_nn.item(), "diversity": div.item()}
 
@@ -174,7 +176,9 @@ class NRCMethod(BaselineMethod):
             near, w, near_near, w_nn = nrc_neighbours(
                 self.fea_bank, idx_t, self.cfg.K, self.cfg.KK, self.cfg.nonreciprocal_weight, self.cfg.expanded_weight
             )
-        loss, parts = nrc_loss(probs, self.score_bank, near, w, near_near, w_nn, self.cfg.epsilon)
+        loss, parts = nrc_loss(
+            probs, self.score_bank, near, w, near_near, w_nn, self.cfg.epsilon, batch_probs=ctx.whole_batch(probs)
+        )
         parts["reciprocal"] = float((w == 1.0).float().mean().item())
         return loss, parts
 

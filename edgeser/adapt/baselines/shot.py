@@ -141,7 +141,7 @@ class SHOTMethod(BaselineMethod):
     def loss(
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        im = information_maximization(logits, self.cfg.epsilon)
+        im = information_maximization(ctx.whole_batch(logits), self.cfg.epsilon)
         loss = self.cfg.ent_par * im
         parts = {"im": im.item()}
         if self.cfg.cls_par > 0:
