@@ -63,7 +63,8 @@ def test_world_from_env(monkeypatch):
 
 COLLECTIVES = """
 import json, sys, numpy as np, torch, torch.distributed as dist
-from edgeser.adapt.distributed import all_rows, current, join, leave, main_first, map_rows, mean_over, whole_batch
+from edgeser.adapt.distributed import (all_rows, current, join, leave, main_first, map_rows, mean_over,
+                                       shared_batch_norm, whole_batch)
 w = current()
 opened = join(w, torch.device("cpu"))
 seen = []
@@ -73,11 +74,18 @@ allr = all_rows(torch.arange(w.rank + 1) + 100 * w.rank, w).tolist()
 t = torch.arange(w.rank + 1, dtype=torch.float32).add(10 * w.rank).requires_grad_(True)  # rows: [0], [10, 11]
 g = whole_batch(t, w)
 (g ** 2).sum().backward()  # each process's loss is the same; the gather's backward sums their gradients
+bn = torch.nn.BatchNorm1d(1)
+x = torch.tensor([[0.0], [2.0]]) + 4 * w.rank  # the whole batch: 0, 2, 4, 6 (mean 3, variance 5)
+with shared_batch_norm(bn, w):
+    y = bn(x)
+restored = "forward" not in vars(bn)
 order = []
 with main_first(w):
     order.append(__import__("time").monotonic())
 json.dump({"rank": w.rank, "seen": seen, "rows": rows.tolist(), "mean": mean, "all": allr, "t": order[0],
-           "g": g.tolist(), "grad": t.grad.tolist()},
+           "g": g.tolist(), "grad": t.grad.tolist(),
+           "bn": y.detach().flatten().tolist(), "rm": bn.running_mean.item(), "rv": bn.running_var.item(),
+           "restored": restored},
           open(sys.argv[1] + f"/r{w.rank}.json", "w"))
 leave(opened)
 """
@@ -98,6 +106,11 @@ def test_collectives_on_known_values(tmp_path):
     assert r0["g"] == r1["g"] == [0.0, 10.0, 11.0]
     # d/dt of sum(g^2) is 2t in each of the 2 processes, summed: 4t (DistributedDataParallel then halves it)
     assert r0["grad"] == [0.0] and r1["grad"] == [40.0, 44.0]
+    # batch norm over both shares, as one process over [0, 2, 4, 6]
+    z = (np.array([0.0, 2.0, 4.0, 6.0]) - 3.0) / np.sqrt(5.0 + 1e-5)
+    np.testing.assert_allclose(r0["bn"] + r1["bn"], z, rtol=1e-5)
+    assert r0["rm"] == pytest.approx(0.3) and r1["rv"] == pytest.approx(0.9 + 0.1 * 5.0 * 4 / 3)
+    assert r0["restored"] and r1["restored"]
 
 
 FIT = """

@@ -13,8 +13,9 @@ The design, in one place (see ``docs/ADAPTATION.md``, "Data-parallel training"):
   batch (:meth:`World.shard`) and DistributedDataParallel averages the gradients. The batch is the
   *global* batch, so a run on N processes takes the steps a one-process run takes, and a saved state
   resumes on any number of processes;
-- batch-norm running statistics are averaged over the processes after every step
-  (:func:`average_buffers`), so that all processes hold the same model;
+- batch norm normalises with the statistics of the whole batch, all shares together
+  (:func:`shared_batch_norm`), as in one process, so all processes also keep the same running statistics;
+- loss terms over the batch (diversity) see the whole batch (:func:`whole_batch`);
 - whole-clip passes (pseudo-labels, the EMA teacher's samples, validation) are split over the processes
   and gathered (:func:`map_rows`);
 - rank 0 alone writes checkpoints and state and prints; it asks the LALM first, and the others then read
@@ -224,22 +225,50 @@ def mean_over(values: Sequence[float], world: World) -> list[float]:
     return [float(v) / world.size for v in t.cpu().tolist()]
 
 
-@torch.no_grad()
-def average_buffers(module: torch.nn.Module, world: World) -> None:
-    """Average the floating-point buffers (batch-norm running statistics) over the processes: each process
-    updates them from its share of the batch, and the processes must stay the same model."""
+def _shared_stats_forward(self: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
+    """Batch norm in training mode over the whole batch of all processes (the statistics summed with a
+    differentiable all-reduce); eval mode as usual."""
+    if not self.training or not _active(self._edgeser_world):
+        return type(self).forward(self, x)
+    from torch.distributed.nn.functional import all_reduce
+
+    dims = [0] if x.dim() == 2 else [0, *range(2, x.dim())]
+    xf = x.float()
+    c = x.shape[1]
+    local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([xf.numel() / c])])
+    total = all_reduce(local)
+    n = total[-1]
+    mean = total[:c] / n
+    var = (total[c : 2 * c] / n - mean * mean).clamp_min(0.0)
+    with torch.no_grad():
+        self.num_batches_tracked.add_(1)
+        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
+        self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
+        self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)).detach(), alpha=m)
+    shape = (1, c) + (1,) * (x.dim() - 2)
+    y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
+    if self.affine:
+        y = y * self.weight.view(shape) + self.bias.view(shape)
+    return y.to(x.dtype)
+
+
+@contextlib.contextmanager
+def shared_batch_norm(net: torch.nn.Module, world: World) -> Iterator[None]:
+    """Within the block, the batch norms of ``net`` normalise with the statistics of the whole batch, all
+    processes' shares together, as one process would (``torch.nn.SyncBatchNorm`` is GPU-only, and replacing
+    the modules would change what is exported); the modules are left as they were afterwards."""
     if not _active(world):
+        yield
         return
-    bufs = [b for b in module.buffers() if b.dtype.is_floating_point]
-    if not bufs:
-        return
-    flat = _to_collective(torch.cat([b.detach().reshape(-1).float() for b in bufs]))
-    dist.all_reduce(flat)
-    flat /= world.size
-    pos = 0
-    for b in bufs:
-        b.copy_(flat[pos : pos + b.numel()].view_as(b).to(b.device, b.dtype))
-        pos += b.numel()
+    norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
+    for m in norms:
+        m._edgeser_world = world
+        m.forward = _shared_stats_forward.__get__(m)  # this instance only
+    try:
+        yield
+    finally:
+        for m in norms:
+            del m.forward, m._edgeser_world
 
 
 class Subset(Sequence[np.ndarray]):

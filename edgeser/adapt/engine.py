@@ -39,7 +39,6 @@ from .data import DEFAULT_MAX_CLIP_S, TargetAudio, batches, forward_all, load_ta
 from .distributed import (
     Subset,
     World,
-    average_buffers,
     backend,
     current,
     device_for,
@@ -47,6 +46,7 @@ from .distributed import (
     leave,
     map_rows,
     mean_over,
+    shared_batch_norm,
     whole_batch,
 )
 from .from_onnx import calibrate_batchnorm
@@ -579,7 +579,7 @@ def _fit(
         forward = DistributedDataParallel(
             forward,
             device_ids=[device.index] if device.type == "cuda" else None,
-            forward_sync_buffers=False,  # batch-norm statistics are averaged after each step instead
+            forward_sync_buffers=False,  # batch norms share their statistics in every step (shared_batch_norm)
         )
         # every process draws the same batches and crops (numpy), but its own dropout masks (torch)
         torch.manual_seed(cfg.seed * 1_000_003 + world.rank * 7_919 + start)
@@ -611,7 +611,10 @@ def _fit(
             net.train()
             sums: dict[str, float] = {}
             done = 0
-            with Progress(steps, f"{method.name} epoch {epoch + 1}/{cfg.epochs}", progress) as bar:
+            with (
+                Progress(steps, f"{method.name} epoch {epoch + 1}/{cfg.epochs}", progress) as bar,
+                shared_batch_norm(net, world),
+            ):
                 plan = []
                 for pos in batches(len(pool), cfg.batch_size, rng):
                     if len(pos) < 2 * world.size:  # batch norm cannot train on one clip (per process)
@@ -632,7 +635,6 @@ def _fit(
                     opt.zero_grad(set_to_none=True)
                     loss.backward()
                     opt.step()
-                    average_buffers(net, world)
                     sched.after_step()
                     ctx.step += 1
                     method.after_step(ctx)
