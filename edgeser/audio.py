@@ -9,12 +9,15 @@ from __future__ import annotations
 import os
 from collections.abc import Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
-import soundfile as sf
 import soxr
 
 from .errors import AudioError
+
+if TYPE_CHECKING:
+    import soundfile
 
 #: Longest file (seconds) that :func:`load_audio` decodes in one piece; longer ones must be read
 #: with :func:`iter_audio_blocks` so that memory stays bounded.
@@ -85,7 +88,7 @@ def prepare(audio: np.ndarray, sample_rate: int, target_rate: int, what: str = "
     return check_audio(y, what)
 
 
-def _open(path: str | Path) -> sf.SoundFile:
+def _open(path: str | Path) -> soundfile.SoundFile:
     if not isinstance(path, (str, os.PathLike)):
         raise AudioError(f"{path!r} is not a file path ({type(path).__name__})")
     p = Path(path)
@@ -96,7 +99,9 @@ def _open(path: str | Path) -> sf.SoundFile:
     if not p.is_file():  # a FIFO or device would block the reader forever
         raise AudioError(f"{p}: not a regular file")
     try:
-        return sf.SoundFile(str(p))
+        import soundfile  # on first file read: a stream of arrays never pays its import (issue 10: load time)
+
+        return soundfile.SoundFile(str(p))
     except Exception as e:  # soundfile raises LibsndfileError / RuntimeError / TypeError
         msg = str(e).splitlines()[0] if str(e) else type(e).__name__
         raise AudioError(f"{p}: cannot decode audio ({msg})") from None

@@ -1,6 +1,5 @@
 """The on-device runtime: ONNX Runtime + numpy only (never torch)."""
 
-from .aio import astream
 from .distribution import Distribution
 from .events import EmotionCallbacks, TopTracker
 from .model_file import OnnxModel
@@ -24,3 +23,12 @@ __all__ = [
     "TopTracker",
     "astream",
 ]
+
+
+def __getattr__(name: str):
+    # astream imports asyncio (35 ms, 7 MB): loaded when first used, not by every ``import edgeser`` (issue 10)
+    if name == "astream":
+        from .aio import astream
+
+        return astream
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
