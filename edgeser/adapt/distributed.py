@@ -161,7 +161,7 @@ def _gather_padded(part: torch.Tensor, world: World) -> list[torch.Tensor]:
     counts = [torch.zeros_like(n) for _ in range(world.size)]
     dist.all_gather(counts, n)
     most = int(max(c.item() for c in counts))
-    padded = torch.zeros((most, *part.shape[1:]), dtype=part.dtype)
+    padded = torch.zeros((most, *part.shape[1:]), dtype=part.dtype, device=part.device)  # NCCL: on the GPU
     padded[: part.shape[0]] = part
     out = [torch.zeros_like(padded) for _ in range(world.size)]
     dist.all_gather(out, padded)
