@@ -350,6 +350,14 @@ def evaluate(model: str, manifest: str, out_dir: str, reference: str, threads: i
 # ---------------------------------------------------------------- training, adaptation, export (torch)
 
 
+_workers_option = click.option(
+    "--workers",
+    type=click.IntRange(0),
+    default=None,
+    help="Processes that read, crop and pad the batches (default: 2 with a GPU, 0 on CPU); results do not change.",
+)
+
+
 def _is_main_process() -> bool:
     """False in the data-parallel processes of rank > 0 that ``torchrun`` starts (they do not print)."""
     from .adapt.distributed import world_from_env
@@ -403,12 +411,7 @@ def _need_torch() -> None:
 @click.option("--lr", type=float, default=3e-3, show_default=True)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=None,
-    help="Processes that read, crop and pad the batches (default: 2 with a GPU, 0 on CPU); results do not change.",
-)
+@_workers_option
 @click.option("--fresh", is_flag=True, help="Ignore a saved training state instead of resuming it.")
 def train(
     train_manifests,
@@ -604,12 +607,7 @@ def _default_method() -> str:
 @click.option("--epochs", type=click.IntRange(1), default=None, help="Override the method's default epochs.")
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda ... (default: CUDA when available).")
-@click.option(
-    "--workers",
-    type=click.IntRange(0),
-    default=None,
-    help="Processes that read, crop and pad the batches (default: 2 with a GPU, 0 on CPU); results do not change.",
-)
+@_workers_option
 @click.option(
     "--penalty-weight",
     type=click.FloatRange(0),
@@ -663,13 +661,13 @@ def adapt(
     main = _is_main_process()  # under torchrun only rank 0 prints
     opts.progress = main
     if dry_run:
-        from .adapt.bundled import bundled_labels, is_bundled
-        from .adapt.checkpoint import read_checkpoint
+        from .adapt.run import source_labels
         from .adapt.teachers.factory import lalm_teacher_from_options
 
-        labels = bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
         try:
-            teacher = lalm_teacher_from_options(labels, opts, Path(out).with_suffix(".lalm-cache.sqlite"))
+            teacher = lalm_teacher_from_options(
+                source_labels(source_model), opts, Path(out).with_suffix(".lalm-cache.sqlite")
+            )
         except TeacherOptionsError as e:
             _fail(str(e), 2)
         if teacher is None:

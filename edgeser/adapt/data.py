@@ -1,5 +1,5 @@
-"""Training data: decoded clips (in memory or in an on-disk :class:`AudioStore`), random crops with lengths,
-batched inference."""
+"""Training data: decoded clips (in memory or in an on-disk :class:`AudioStore`), index batches, batched
+inference and MC-dropout sampling (the batches themselves are made in :mod:`edgeser.adapt.loader`)."""
 
 from __future__ import annotations
 
@@ -268,7 +268,7 @@ def predict_probs(
         logits = forward_all(net, wavs, device, batch_size)
     finally:
         net.train(was)
-    return _softmax(logits)
+    return softmax(logits)
 
 
 def mc_samples(
@@ -287,12 +287,13 @@ def mc_samples(
     with torch.random.fork_rng(devices=devices), mc_dropout(net):  # the caller's RNG state is left alone
         torch.manual_seed(seed)
         return np.stack(
-            [_softmax(forward_all(net, wavs, device, batch_size, max_len=max_len, workers=workers)) for _ in range(k)],
+            [softmax(forward_all(net, wavs, device, batch_size, max_len=max_len, workers=workers)) for _ in range(k)],
             axis=1,
         )
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
+def softmax(z: np.ndarray) -> np.ndarray:
+    """Softmax over the last axis (numpy, max-shifted)."""
     z = z - z.max(axis=-1, keepdims=True)
     e = np.exp(z)
     return e / e.sum(axis=-1, keepdims=True)

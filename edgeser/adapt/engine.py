@@ -50,7 +50,7 @@ from .distributed import (
     whole_batch,
 )
 from .from_onnx import calibrate_batchnorm
-from .loader import Augmentation, TrainingBatches, default_workers, iterate, plan_seeds
+from .loader import Augmentation, TrainingBatches, iterate, plan_seeds, resolve_workers
 from .model import EmotionNet
 from .progress import Progress, log
 
@@ -546,7 +546,7 @@ def _fit(
     opt = method.optimizer(groups)
     sched = method.schedule(opt, total)
     identity = _identity(method, cfg, net)
-    workers = default_workers(device) if cfg.workers is None else cfg.workers
+    workers = resolve_workers(cfg.workers, device)
     ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress, world=world, workers=workers)
     n_classes = len(net.labels)
 

@@ -146,7 +146,9 @@ def iterate(dataset: Dataset, workers: int = 0) -> Iterator[tuple[torch.Tensor, 
     yield from loader
 
 
-def default_workers(device: torch.device) -> int:
-    """Worker processes when the config leaves it open: 2 next to a GPU (the data is then made while the GPU
-    computes), none on CPU (workers would take cores from the model)."""
+def resolve_workers(workers: int | None, device: torch.device) -> int:
+    """``workers`` as configured, or when left open (None): 2 next to a GPU (the data is then made while the
+    GPU computes), none on CPU (workers would take cores from the model)."""
+    if workers is not None:
+        return workers
     return 2 if device.type == "cuda" else 0

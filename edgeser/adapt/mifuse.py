@@ -25,7 +25,7 @@ from ..errors import EdgeserError
 from ..labels import cooccurrence_penalty, votes_from_samples
 from ..manifest import Clip
 from .budget import parse_budget, select_clips
-from .data import teacher_clips
+from .data import softmax, teacher_clips
 from .distributed import current, main_first
 from .engine import (
     AdaptMethod,
@@ -50,7 +50,7 @@ from .fusion import (
     sharpen,
     valid_rows,
 )
-from .loader import default_workers
+from .loader import resolve_workers
 from .losses import cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
 from .model import EmotionNet
 from .progress import log
@@ -220,9 +220,7 @@ class FusionMethod(AdaptMethod):
         if budget is None or budget >= n:
             return np.arange(n)
         _, logits = full_pass(self.source_net, self.wavs, torch.device("cpu"), self.cfg.eval_batch_size)
-        z = logits - logits.max(axis=1, keepdims=True)
-        probs = np.exp(z) / np.exp(z).sum(axis=1, keepdims=True)
-        chosen = select_clips(probs, budget, self.cfg.seed)
+        chosen = select_clips(softmax(logits), budget, self.cfg.seed)
         note = (
             f"LALM budget {self.cfg.lalm_budget}: the fixed teachers hear {len(chosen)} of {n} clips (stratified "
             "over the source model's predicted classes, least sure first); the other teachers cover the rest"
@@ -269,7 +267,8 @@ class FusionMethod(AdaptMethod):
     def build(self, device: torch.device) -> EmotionNet:
         student = super().build(device)
         for i in self.moving:
-            self.teachers[i].attach(self.source_net, device, self.cfg.seed, workers=self.workers(device))
+            workers = resolve_workers(self.cfg.workers, device)
+            self.teachers[i].attach(self.source_net, device, self.cfg.seed, workers=workers)
         self.penalty = None
         if self.cfg.penalty_weight > 0:
             if not self.fixed:
@@ -282,9 +281,6 @@ class FusionMethod(AdaptMethod):
         self.referee = self._referee(student, device)
         self.kappas: np.ndarray | None = None
         return student
-
-    def workers(self, device: torch.device) -> int:
-        return default_workers(device) if self.cfg.workers is None else self.cfg.workers
 
     def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
         """Cross-fitted top class of a ridge classifier on clip log-mel statistics, trained on the fixed
@@ -349,24 +345,21 @@ class FusionMethod(AdaptMethod):
             self.teachers[i].refresh(epoch, ctx.wavs)
         samples = [self.teachers[i].samples if t.moving else self.answers[i] for i, t in enumerate(self.teachers)]
         cfg = self.cfg
-        self.fused = fuse(samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty)
-        reliability = None
+        prior = reliability = None
         if self.referee is not None:
             if self.kappas is None:
                 # measured once, on the teachers as they start (the EMA teacher is the source model then): later
                 # the EMA teacher has learnt from the fused labels and agrees with the referee for that reason
-                self.kappas = teacher_kappas(self.referee, self.fused.means, len(self.labels))
+                means = fuse(
+                    samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty
+                ).means
+                self.kappas = teacher_kappas(self.referee, means, len(self.labels))
                 self._warn_unreliable(self.kappas, ctx.progress)
             prior = reliability_prior(self.kappas, cfg.reliability_power)
-            self.fused = fuse(
-                samples,
-                cfg.fusion,
-                cfg.tau,
-                uncertainty=cfg.uncertainty,
-                relative=cfg.relative_uncertainty,
-                prior=prior,
-            )
             reliability = {n: {"kappa": float(k), "prior": float(p)} for n, k, p in zip(self.names, self.kappas, prior)}
+        self.fused = fuse(
+            samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=prior
+        )
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
         covered = np.flatnonzero(self.fused.covered)
         if len(covered) < 2:

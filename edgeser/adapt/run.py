@@ -15,6 +15,11 @@ from .registry import METHODS, get_method
 from .teachers.factory import LALMOptions, lalm_teacher_from_options
 
 
+def source_labels(source_model: str | Path | None) -> list[str]:
+    """The label set of a source: the bundled model's (None or ``"default"``) or the checkpoint's."""
+    return bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
+
+
 def run_adaptation(
     source_model: str | Path | None,
     target: str | Path,
@@ -32,8 +37,8 @@ def run_adaptation(
     resume: bool = True,
     progress: bool = True,
 ) -> FitResult:
-    """Adapt ``source_model`` (a checkpoint; None or ``"default"``: the bundled model) to the clips of ``target`` (manifest or folder) with the registered
-    ``method``. ``lalm`` describes the LALM teacher for the methods that need one (its answers are
+    """Adapt ``source_model`` (a checkpoint; None or ``"default"``: the bundled model) to the clips of
+    ``target`` (manifest or folder) with the registered ``method``. ``lalm`` describes the LALM teacher for the methods that need one (its answers are
     cached next to ``out`` unless ``lalm.cache_path`` says otherwise). Settings left None keep the
     method's defaults; a setting the method does not have is an error."""
     spec = get_method(method)
@@ -46,7 +51,7 @@ def run_adaptation(
     elif lalm_budget is not None:
         raise EdgeserError(f"--lalm-budget applies to methods with an LALM teacher, not --method {spec.name}")
     cfg = spec.make_config(**{k: v for k, v in settings.items() if v is not None})
-    labels = bundled_labels() if is_bundled(source_model) else read_checkpoint(source_model)["config"]["labels"]
+    labels = source_labels(source_model)
     clips = read_manifest(target)
     teacher = None
     if spec.needs_teacher:

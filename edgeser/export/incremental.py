@@ -11,6 +11,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ..adapt.data import softmax
 from ..adapt.incremental import IncrementalGraph
 from ..adapt.model import EmotionNet, incremental_sizes
 from .onnx_export import ParityError, _check_writable, dynamo_export, metadata_for, save_checked
@@ -59,11 +60,6 @@ def _check_dims(path: Path, net: EmotionNet) -> None:
         raise ParityError(f"exported graph has dims {got}, expected {want} (None = symbolic)")
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def zero_state(net: EmotionNet, batch: int = 1) -> dict[str, np.ndarray]:
     """Zero states for a stream's (or a whole clip's) start, as ONNX Runtime feeds."""
     return {k: np.zeros([batch, *s], np.float32) for k, s in incremental_metadata(net)["states"].items()}
@@ -102,7 +98,7 @@ def check_parity(
         split = z.warmup * z.block
         _, _, state = _call(sess, x[None, :split], zero_state(net), empty)
         logits, _, _ = _call(sess, x[None, split:], state, empty)
-        whole = max(whole, float(np.abs(_softmax(logits) - ref).max()))
+        whole = max(whole, float(np.abs(softmax(logits) - ref).max()))
         # streamed: the warmup blocks first (their outputs dropped), then calls of `blocks` blocks
         _, _, state = _call(sess, x[None, :split], zero_state(net), empty)
         cache, i, j, n_blocks = empty, z.warmup, 0, len(x) // z.block
@@ -116,7 +112,7 @@ def check_parity(
             emb_diff = max(emb_diff, float(np.abs(cache - ref_emb[:, :, :n]).max()) / scale)
             with torch.no_grad():
                 ref_n = torch.softmax(net.classify_embeddings(torch.from_numpy(ref_emb[:, :, :n])), dim=1).numpy()
-            streamed = max(streamed, float(np.abs(_softmax(logits) - ref_n).max()))
+            streamed = max(streamed, float(np.abs(softmax(logits) - ref_n).max()))
     result = {
         "clips": len(wavs),
         "max_abs_prob_diff": whole,

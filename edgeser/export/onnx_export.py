@@ -123,11 +123,6 @@ def check_parity(onnx_path: str | Path, net: EmotionNet, wavs: Sequence[np.ndarr
     return result
 
 
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(axis=1, keepdims=True))
-    return e / e.sum(axis=1, keepdims=True)
-
-
 def _check_writable(out: Path) -> None:
     """The output folder exists and is writable, and ``out`` is not a folder (one-line errors)."""
     folder = out.parent if str(out.parent) else Path(".")

@@ -18,10 +18,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 
 from ...errors import ModelError
+from ..data import softmax
 from ..engine import AdaptMethod, FactorSchedule, FitConfig, as_clips, full_pass, load_source, target_labels
 from ..model import EmotionNet
 
@@ -89,12 +89,6 @@ def param_groups(
 def schedule_factor(step: int, total: int, gamma: float = 10.0, power: float = 0.75) -> float:
     """``(1 + gamma * step / total) ** -power``: the learning-rate decay of SHOT and NRC."""
     return (1.0 + gamma * step / max(total, 1)) ** (-power)
-
-
-def softmax(z: np.ndarray) -> np.ndarray:
-    z = z - z.max(axis=-1, keepdims=True)
-    e = np.exp(z)
-    return e / e.sum(axis=-1, keepdims=True)
 
 
 class BaselineMethod(AdaptMethod):
