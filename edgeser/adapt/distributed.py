@@ -139,11 +139,6 @@ def _active(world: World) -> bool:
     return world.parallel and dist.is_available() and dist.is_initialized()
 
 
-def barrier(world: World) -> None:
-    if _active(world):
-        dist.barrier()
-
-
 @contextlib.contextmanager
 def main_first(world: World) -> Iterator[None]:
     """Rank 0 runs the block first, then the others: e.g. rank 0 asks the LALM and fills the answer cache,
@@ -155,25 +150,31 @@ def main_first(world: World) -> Iterator[None]:
         dist.barrier()
 
 
-def _gather_padded(part: torch.Tensor, world: World) -> list[torch.Tensor]:
-    """All processes' ``part`` (rows may differ in number; other dims equal), in rank order."""
-    n = torch.tensor([part.shape[0]], dtype=torch.int64)
-    counts = [torch.zeros_like(n) for _ in range(world.size)]
-    dist.all_gather(counts, n)
-    most = int(max(c.item() for c in counts))
-    padded = torch.zeros((most, *part.shape[1:]), dtype=part.dtype, device=part.device)  # NCCL: on the GPU
-    padded[: part.shape[0]] = part
-    out = [torch.zeros_like(padded) for _ in range(world.size)]
-    dist.all_gather(out, padded)
-    return [o[: int(c.item())] for o, c in zip(out, counts)]
+def _gather_padded(part: torch.Tensor, world: World, differentiable: bool = False) -> list[torch.Tensor]:
+    """All processes' ``part`` (rows may differ in number; other dims equal; on the backend's device), in rank
+    order. ``differentiable``: the gather keeps gradients (its backward sums the processes' gradients)."""
+    n = _to_collective(torch.tensor([part.shape[0]], dtype=torch.int64))
+    sizes = [torch.zeros_like(n) for _ in range(world.size)]
+    dist.all_gather(sizes, n)
+    counts = [int(c.item()) for c in sizes]
+    most = max(counts)
+    if part.shape[0] < most:
+        part = torch.cat([part, part.new_zeros((most - part.shape[0], *part.shape[1:]))])
+    if differentiable:
+        from torch.distributed.nn.functional import all_gather
+
+        parts = list(all_gather(part))
+    else:
+        parts = [torch.empty_like(part) for _ in range(world.size)]
+        dist.all_gather(parts, part)
+    return [p[:c] for p, c in zip(parts, counts)]
 
 
 def all_rows(t: torch.Tensor, world: World) -> torch.Tensor:
     """The rows of ``t`` from every process, concatenated in rank order (``t`` itself in one process)."""
     if not _active(world):
         return t
-    parts = _gather_padded(_to_collective(t.detach()), world)
-    return torch.cat(parts).to(t.device)
+    return torch.cat(_gather_padded(_to_collective(t.detach()), world)).to(t.device)
 
 
 def whole_batch(t: torch.Tensor, world: World) -> torch.Tensor:
@@ -183,16 +184,7 @@ def whole_batch(t: torch.Tensor, world: World) -> torch.Tensor:
     by their number, so each share gets the one-process gradient."""
     if not _active(world):
         return t
-    from torch.distributed.nn.functional import all_gather
-
-    n = _to_collective(torch.tensor([t.shape[0]], dtype=torch.int64))
-    sizes = [torch.zeros_like(n) for _ in range(world.size)]
-    dist.all_gather(sizes, n)
-    counts = [int(c.item()) for c in sizes]
-    most = max(counts)
-    padded = torch.cat([t, t.new_zeros((most - t.shape[0], *t.shape[1:]))]) if t.shape[0] < most else t
-    parts = all_gather(padded)
-    return torch.cat([p[:c] for p, c in zip(parts, counts)])
+    return torch.cat(_gather_padded(t, world, differentiable=True))
 
 
 def _to_collective(t: torch.Tensor) -> torch.Tensor:
