@@ -108,6 +108,20 @@ def register_variants() -> None:
             run.MIFUSE_VARIANTS[k] = over
 
 
+#: training recipes to compare side by side (``--recipe NAME``): FitConfig fields for every training of a run
+RECIPES: dict[str, dict] = {
+    # edgeser 0.1's: no speed perturbation, room or telephone channel, the last weights (no averaging)
+    "v0.1": {"speed_prob": 0.0, "reverb_prob": 0.0, "band_prob": 0.0, "average": 0.0},
+}
+
+
+def parse_recipe(text: str) -> dict:
+    """A recipe name of :data:`RECIPES`, or ``key=value,...`` FitConfig fields (values as JSON when they parse)."""
+    if text in RECIPES:
+        return dict(RECIPES[text])
+    return parse_variant(f"recipe=x:{text}")[2]
+
+
 def parse_variant(text: str) -> tuple[str, str, dict]:
     """``name=method:key=value,key=value`` (values parsed as JSON when they parse, else strings)."""
     name, _, rest = text.partition("=")
@@ -322,6 +336,12 @@ def main() -> None:
     ap.add_argument("--results", type=Path, default=HERE)
     ap.add_argument("--variant", action="append", default=[], help="extra row: name=method:key=value,...")
     ap.add_argument("--report-only", action="store_true", help="only write the tables from what is done")
+    ap.add_argument(
+        "--recipe",
+        default="",
+        help="FitConfig fields for the source training and every method, key=value,... or a name: "
+        + ", ".join(RECIPES),
+    )
     args = ap.parse_args()
     import torch
 
@@ -339,6 +359,7 @@ def main() -> None:
         source_epochs=TrainConfig().epochs,
         caps=CAPS[mode],
         onnx_check=False,
+        recipe=parse_recipe(args.recipe),
     )
     t0 = time.monotonic()
     if not args.report_only:

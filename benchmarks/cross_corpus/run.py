@@ -134,9 +134,18 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
 
 class Bench:
     def __init__(
-        self, mode: str, work: Path, adapt_epochs: int, source_epochs: int, caps: dict | None, onnx_check: bool
+        self,
+        mode: str,
+        work: Path,
+        adapt_epochs: int,
+        source_epochs: int,
+        caps: dict | None,
+        onnx_check: bool,
+        recipe: dict | None = None,
     ):
         self.mode, self.work, self.caps, self.onnx_check = mode, work, caps, onnx_check
+        #: ``FitConfig`` fields set for the source training and every method alike (empty: library defaults)
+        self.recipe = dict(recipe or {})
         self.adapt_epochs, self.source_epochs = adapt_epochs, source_epochs
         self.corpora = {name: corpus(name) for name in ("emodb", "nemo", "turev_db")}
         self.standins: dict[str, StandIn] = {}
@@ -149,7 +158,8 @@ class Bench:
 
     def settings(self) -> dict:
         """What a stored result must have been made with to be reused."""
-        return {"source_epochs": self.source_epochs, "adapt_epochs": self.adapt_epochs, "caps": self.caps}
+        out = {"source_epochs": self.source_epochs, "adapt_epochs": self.adapt_epochs, "caps": self.caps}
+        return {**out, "recipe": self.recipe} if self.recipe else out
 
     # ---- data
     def cap_n(self, key: str) -> int | None:
@@ -184,6 +194,7 @@ class Bench:
                 old.get("epochs") == self.source_epochs
                 and old.get("n_train") == info["n_train"]
                 and old.get("n_val") == info["n_val"]
+                and old.get("recipe", {}) == self.recipe
             ):
                 return d / "model.pt", old
             log(f"{done} was made with other settings: retraining")
@@ -194,7 +205,7 @@ class Bench:
             f"clips ({', '.join(info['val_speakers'])}), {self.source_epochs} epochs"
         )
         t0 = time.monotonic()
-        cfg = TrainConfig(epochs=self.source_epochs, seed=seed)
+        cfg = TrainConfig(**{**self.recipe, "epochs": self.source_epochs, "seed": seed})
         res = train(train_c, val_c, d / "model.pt", cfg, labels=LABELS)
         out = {
             **info,
@@ -203,6 +214,7 @@ class Bench:
             "epochs": self.source_epochs,
             "seconds": round(time.monotonic() - t0, 1),
             "train_config": asdict(cfg),
+            **({"recipe": self.recipe} if self.recipe else {}),
         }
         done.write_text(json.dumps(out, indent=1) + "\n")
         log(
@@ -329,7 +341,7 @@ class Bench:
             spec, over = (
                 (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]], VARIANTS[method][1])
             )
-            cfg = spec.config(**{"epochs": ep, "seed": seed, **over})
+            cfg = spec.config(**{**self.recipe, "epochs": ep, "seed": seed, **over})
             teacher = None
             if spec.needs_teacher:
                 lalm_adapt, _, _ = self.lalm_samples(transfer, adapt_c, test_c)

@@ -10,11 +10,12 @@ resumes and summarises the same way (see ``docs/ADAPTATION.md``)."""
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import hashlib
 import json
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,7 @@ import torch
 from ..errors import EdgeserError, ManifestError, ModelError
 from ..manifest import Clip, check_labels, read_manifest
 from ..metrics import unweighted_accuracy
+from .averaging import WeightAverage, decay_for
 from .bundled import is_bundled, load_bundled
 from .checkpoint import (
     load_model,
@@ -73,14 +75,24 @@ class FitConfig:
     weight_decay: float = 1e-2
     #: each training step sees a random ``crop_s``-second crop of every clip of its batch
     crop_s: float = 3.0
-    #: random gain (``gain_db``) and, with probability ``noise_prob``, white noise on each crop
+    #: what each crop may go through (:class:`~edgeser.adapt.loader.Augmentation`; ``augment=False``: nothing):
+    #: speed perturbation by up to ±``speed`` with probability ``speed_prob``, a synthetic room with
+    #: ``reverb_prob``, an 8 kHz telephone channel with ``band_prob``, random gain (±``gain_db``) and, with
+    #: probability ``noise_prob``, white noise
     augment: bool = True
     gain_db: float = 6.0
     noise_prob: float = 0.3
+    speed: float = 0.0
+    speed_prob: float = 0.0
+    reverb_prob: float = 0.0
+    band_prob: float = 0.0
     #: clips are cut to their first ``max_clip_s`` seconds (None: whole clips)
     max_clip_s: float | None = DEFAULT_MAX_CLIP_S
     #: decoded audio on "disk" (memory bounded whatever the number of clips) or in "memory" (a list)
     audio_store: str = "disk"
+    #: the checkpoint and every score are of the weights' moving average over the last ``average`` of the run's
+    #: steps (a fraction; 0: the last weights) -- :mod:`edgeser.adapt.averaging`
+    average: float = 0.0
     #: clips per batch of the passes over all clips in eval mode (reporting, pseudo-labels)
     eval_batch_size: int = 32
     seed: int = 0
@@ -406,11 +418,13 @@ def _save_state(
     initial: dict,
     summary: dict,
     identity: str,
+    average: WeightAverage | None,
 ) -> None:
     """The one place that writes training state."""
     save_state(
         path,
         {
+            **({"average": average.state_dict()} if average is not None else {}),
             "version": STATE_VERSION,
             "identity": identity,
             "model": ctx.net.state_dict(),
@@ -468,6 +482,21 @@ def _summary(
 # ------------------------------------------------------------------------------------------ the loop
 
 
+def augmentation_of(cfg: FitConfig, sample_rate: int) -> Augmentation | None:
+    """The crops' augmentation that ``cfg`` asks for (None: ``augment`` is off)."""
+    if not cfg.augment:
+        return None
+    return Augmentation(
+        gain_db=cfg.gain_db,
+        noise_prob=cfg.noise_prob,
+        speed=cfg.speed,
+        speed_prob=cfg.speed_prob,
+        reverb_prob=cfg.reverb_prob,
+        band_prob=cfg.band_prob,
+        sample_rate=sample_rate,
+    )
+
+
 def fit(
     method: Method,
     out: str | Path,
@@ -499,6 +528,21 @@ def fit(
         raise
     leave(opened)
     return result
+
+
+@contextlib.contextmanager
+def _scored(average: WeightAverage | None, ctx: FitContext) -> Iterator[None]:
+    """The network as the run delivers it inside the block: its averaged weights when it averages (the
+    whole-clip pass cached for the training weights is dropped on the way in and out)."""
+    if average is None:
+        yield
+        return
+    ctx._pass = None
+    try:
+        with average.applied(ctx.net):
+            yield
+    finally:
+        ctx._pass = None
 
 
 class _Forward(torch.nn.Module):
@@ -546,6 +590,8 @@ def _fit(
     opt = method.optimizer(groups)
     sched = method.schedule(opt, total)
     identity = _identity(method, cfg, net)
+    decay = decay_for(cfg.average, total)
+    average = WeightAverage(net, decay) if decay > 0 else None
     workers = resolve_workers(cfg.workers, device)
     ctx = FitContext(net, device, cfg, method.wavs, steps, total, progress, world=world, workers=workers)
     n_classes = len(net.labels)
@@ -558,6 +604,8 @@ def _fit(
         sched.load_state_dict(state["schedule"])
         restore_rng_state(rng, state["rng"])
         method.load_state_dict(state["method"], device)
+        if average is not None:
+            average.load_state_dict(state["average"])
         start, ctx.step, best, best_epoch = state["epoch"], state["step"], state["best"], state["best_epoch"]
         history, initial, saved = state["history"], state["initial"], state["summary"]
         log(f"resuming from {state_path} after epoch {start}/{cfg.epochs}", progress)
@@ -600,7 +648,7 @@ def _fit(
         progress,
     )
     crop = int(cfg.crop_s * net.cfg.sample_rate)
-    aug = Augmentation(cfg.gain_db, cfg.noise_prob) if cfg.augment else None
+    aug = augmentation_of(cfg, net.cfg.sample_rate)
     amp = device.type == "cuda"
     epoch = start
     try:
@@ -636,6 +684,8 @@ def _fit(
                     loss.backward()
                     opt.step()
                     sched.after_step()
+                    if average is not None:
+                        average.update(net)
                     ctx.step += 1
                     method.after_step(ctx)
                     done += 1
@@ -646,20 +696,21 @@ def _fit(
             keys = sorted(sums)  # the same parts in every process: average them over the processes
             record.update(zip(keys, mean_over([sums[k] / max(done, 1) for k in keys], world)))
             record["lr"] = max(float(g["lr"]) for g in opt.param_groups)
-            score = method.end_epoch(ctx, epoch, record)
-            if method.report is not None:
-                record["target_ua"] = ua_of(method.report, ctx.eval_pass()[1], n_classes)
-            record["seconds"] = round(time.monotonic() - t0, 1)
-            history.append(record)
-            if score is None or best is None or score > best:
-                best, best_epoch = score, epoch + 1
-                saved = _summary(method, ctx, history, initial, best_epoch, record.get("val_ua"), identity)
-                if world.is_main:
-                    save_checkpoint(out, net, **saved)
+            with _scored(average, ctx):  # what is scored and written is what the run delivers
+                score = method.end_epoch(ctx, epoch, record)
+                if method.report is not None:
+                    record["target_ua"] = ua_of(method.report, ctx.eval_pass()[1], n_classes)
+                record["seconds"] = round(time.monotonic() - t0, 1)
+                history.append(record)
+                if score is None or best is None or score > best:
+                    best, best_epoch = score, epoch + 1
+                    saved = _summary(method, ctx, history, initial, best_epoch, record.get("val_ua"), identity)
+                    if world.is_main:
+                        save_checkpoint(out, net, **saved)
             if world.is_main:
                 _save_state(
                     state_path, ctx, opt, sched, rng, method, epoch + 1, best, best_epoch, history, initial, saved,
-                    identity,
+                    identity, average,
                 )  # fmt: skip
             log(
                 f"{method.name} epoch {epoch + 1}: loss {record['loss']:.4f}"

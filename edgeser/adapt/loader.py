@@ -19,6 +19,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from ..audio import resample
+
 
 def pad_batch(wavs: Sequence[np.ndarray], min_len: int) -> tuple[torch.Tensor, torch.Tensor]:
     """Zero-pad to the longest (and at least ``min_len``) -> ``([B, T], lengths [B])``."""
@@ -66,18 +68,81 @@ PREFETCH = 2
 
 @dataclass(frozen=True)
 class Augmentation:
-    """Random gain (uniform ±``gain_db``) and, with probability ``noise_prob``, white noise (off: None)."""
+    """What each training crop may go through, in this order (each drawn from the crop's own seed):
+
+    * speed perturbation (probability ``speed_prob``): the crop is played ``1 ± speed`` times as fast
+      (tempo and pitch together, as Kaldi's speed perturbation): other speakers' rates and voices;
+    * reverberation (``reverb_prob``): a synthetic room (exponentially decaying noise, RT60 in ``rt60_s``):
+      rooms and far microphones;
+    * band-limiting (``band_prob``): the crop goes through a telephone channel (resampled to 8 kHz and back:
+      nothing above 4 kHz): phones and codecs (an audit found P(angry) falling from 0.82 to 0.34 at 8 kHz);
+    * random gain (uniform ±``gain_db``) and, with probability ``noise_prob``, white noise at 15-40 dB SNR:
+      the levels and noise floors of users' devices.
+
+    The defaults are ``edgeser train``'s and every method's (``FitConfig``); the measurements that chose
+    them are in ``benchmarks/cross_corpus/results_recipe_quick.md``."""
 
     gain_db: float = 6.0
     noise_prob: float = 0.3
+    speed: float = 0.0
+    speed_prob: float = 0.0
+    reverb_prob: float = 0.0
+    rt60_s: tuple[float, float] = (0.2, 0.7)
+    band_prob: float = 0.0
+    sample_rate: int = 16000
+
+
+def speed_perturb(wav: np.ndarray, factor: float, sample_rate: int) -> np.ndarray:
+    """``wav`` played ``factor`` times as fast (``len / factor`` samples; pitch moves with the tempo)."""
+    import soxr
+
+    return soxr.resample(wav, round(sample_rate * factor), sample_rate, quality="LQ").astype(np.float32)
+
+
+def room_response(rt60_s: float, sample_rate: int, rng: np.random.Generator) -> np.ndarray:
+    """A synthetic room impulse response: the direct sound, then Gaussian noise decaying by 60 dB in
+    ``rt60_s`` seconds (Polack's model), ``rt60_s`` long; unit peak."""
+    n = max(int(rt60_s * sample_rate), 2)
+    t = np.arange(n) / sample_rate
+    h = rng.standard_normal(n) * 10 ** (-3 * t / rt60_s) * 0.3
+    h[0] = 1.0
+    return (h / np.abs(h).max()).astype(np.float32)
+
+
+def reverberate(wav: np.ndarray, rir: np.ndarray) -> np.ndarray:
+    """``wav`` convolved with ``rir`` (same length as ``wav``: the tail is cut), at ``wav``'s RMS."""
+    n = len(wav) + len(rir) - 1
+    size = 1 << (n - 1).bit_length()
+    y = np.fft.irfft(np.fft.rfft(wav, size) * np.fft.rfft(rir, size), size)[: len(wav)]
+    scale = np.sqrt((np.mean(wav.astype(np.float64) ** 2) + 1e-12) / (np.mean(y**2) + 1e-12))
+    return (y * scale).astype(np.float32)
+
+
+def telephone(wav: np.ndarray, sample_rate: int) -> np.ndarray:
+    """``wav`` through an 8 kHz channel: resampled to 8 kHz and back (nothing above 4 kHz is left)."""
+    if sample_rate <= 8000:
+        return wav
+    return resample(resample(wav, sample_rate, 8000), 8000, sample_rate)[: len(wav)]
 
 
 def crop_clip(wav: np.ndarray, crop: int, seed: int, aug: Augmentation | None) -> np.ndarray:
-    """One training example: a random ``crop``-sample stretch of ``wav`` (kept whole when shorter), augmented,
-    all drawn from ``seed`` alone."""
+    """One training example: a random ``crop``-sample stretch of ``wav`` (kept whole when shorter), augmented
+    (:class:`Augmentation`), all drawn from ``seed`` alone."""
     rng = np.random.default_rng(seed)
-    w = random_crops([wav], crop, rng)[0]
-    return augment([w], rng, aug.gain_db, aug.noise_prob)[0] if aug is not None else w
+    if aug is None:
+        return random_crops([wav], crop, rng)[0]
+    factor = 1.0
+    if aug.speed_prob and rng.random() < aug.speed_prob:
+        factor = float(rng.uniform(1 - aug.speed, 1 + aug.speed))
+    # a speed factor f turns f * crop samples into crop samples
+    w = random_crops([wav], int(round(crop * factor)), rng)[0]
+    if factor != 1.0:
+        w = speed_perturb(w, factor, aug.sample_rate)
+    if aug.reverb_prob and rng.random() < aug.reverb_prob:
+        w = reverberate(w, room_response(float(rng.uniform(*aug.rt60_s)), aug.sample_rate, rng))
+    if aug.band_prob and rng.random() < aug.band_prob:
+        w = telephone(w, aug.sample_rate)
+    return augment([w], rng, aug.gain_db, aug.noise_prob)[0]
 
 
 def plan_seeds(rng: np.random.Generator, n: int) -> np.ndarray:

@@ -1,0 +1,186 @@
+"""Training recipes side by side (issue 8, item 3): each recipe's source models, oracle ceiling and MI-Fuse.
+
+    python benchmarks/cross_corpus/recipe_bench.py --recipe v0.1 --recipe default --work /tmp/recipes --jobs 2
+
+A recipe is a set of ``FitConfig`` fields used for the source training and every method alike (a name of
+``regime_bench.RECIPES``, ``default`` for the library defaults, or ``key=value,...``). Each recipe runs the
+regime benchmark (quick caps, library-default epochs) in its own work directory, ``--jobs`` recipes at a
+time: source only and the oracle ceiling (LALM-SFUDA on the true labels), then MI-Fuse with the
+``--mifuse-regimes`` stand-ins. Rows compare the recipes on the same seeds, transfers and splits; the
+paired difference to the first recipe (per seed and transfer) is the figure to read on a noisy benchmark.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import shlex
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
+from common import machine  # noqa: E402
+from regime_bench import collect, parse_recipe, pct, stats  # noqa: E402
+from run import TRANSFER_TITLES, TRANSFERS  # noqa: E402
+
+#: (regime, method, title) of the columns
+COLUMNS = [
+    ("oracle", "source_only", "Source only"),
+    ("oracle", "lalm_sfuda", "Oracle ceiling"),
+    ("weak", "mi_fuse", "MI-Fuse (weak LALM)"),
+    ("mid", "mi_fuse", "MI-Fuse (mid LALM)"),
+    ("strong", "mi_fuse", "MI-Fuse (strong LALM)"),
+]
+
+
+def bench_commands(spec: str, work: Path, seeds: list[int], mifuse_regimes: list[str]) -> list[list[str]]:
+    """The regime-benchmark runs of one recipe."""
+    base = [sys.executable, str(HERE / "regime_bench.py"), "--quick", "--seeds", *map(str, seeds)]
+    rec = [] if spec == "default" else ["--recipe", spec]
+    tables = ["--work", str(work), "--results", str(work / "tables")]
+    cmds = [base + ["--regimes", "oracle", "--methods", "source_only", "lalm_sfuda", *rec, *tables]]
+    if mifuse_regimes:
+        cmds.append(base + ["--regimes", *mifuse_regimes, "--methods", "mi_fuse", *rec, *tables])
+    return cmds
+
+
+def run_recipes(recipes: dict[str, str], work: Path, seeds, mifuse_regimes, jobs: int) -> None:
+    """Each recipe's runs in order, ``jobs`` recipes at a time (one torch thread each)."""
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    queue = list(recipes.items())
+    running: list[tuple[str, subprocess.Popen]] = []
+    while queue or running:
+        while queue and len(running) < jobs:
+            name, spec = queue.pop(0)
+            d = work / name
+            d.mkdir(parents=True, exist_ok=True)
+            script = " && ".join(shlex.join(c) for c in bench_commands(spec, d, seeds, mifuse_regimes))
+            log = open(d / "log.txt", "a")
+            print(f"[recipes] {name}: {script}", file=sys.stderr, flush=True)
+            running.append((name, subprocess.Popen(["bash", "-c", script], env=env, stdout=log, stderr=log)))
+        name, proc = running[0]
+        try:
+            proc.wait(timeout=5)
+        except subprocess.TimeoutExpired:
+            running.append(running.pop(0))
+            continue
+        running.pop(0)
+        if proc.returncode != 0:
+            raise SystemExit(f"recipe {name} failed (exit {proc.returncode}); see {work / name / 'log.txt'}")
+        print(f"[recipes] {name} done", file=sys.stderr, flush=True)
+
+
+def paired(a: dict, b: dict, transfers, seeds) -> dict | None:
+    """Mean and std of ``b - a`` over the (transfer, seed) pairs both have, in UA points."""
+    d = [b[t][s]["ua"] - a[t][s]["ua"] for t in transfers for s in seeds if s in a.get(t, {}) and s in b.get(t, {})]
+    if not d:
+        return None
+    return {"mean": float(np.mean(d)), "std": float(np.std(d, ddof=1)) if len(d) > 1 else None, "n": len(d)}
+
+
+def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wall_s: float) -> None:
+    res = {
+        name: collect(
+            work / name, transfers, seeds, sorted({r for r, _, _ in COLUMNS}), ["source_only", "lalm_sfuda", "mi_fuse"]
+        )
+        for name in recipes
+    }
+    cols = [c for c in COLUMNS if any(res[n].get(c[0], {}).get(c[1]) for n in recipes)]
+    first = next(iter(recipes))
+    numbers: dict = {}
+    head = "| recipe | " + " | ".join(t for _, _, t in cols) + " |"
+    rows = [head, "|" + "---|" * (len(cols) + 1)]
+    for name in recipes:
+        numbers[name] = {"recipe": parse_recipe(recipes[name]) if recipes[name] != "default" else {}, "columns": {}}
+        cells = []
+        for r, m, title in cols:
+            s = stats(res[name], r, m, transfers, seeds)
+            d = paired(res[first].get(r, {}).get(m, {}), res[name].get(r, {}).get(m, {}), transfers, seeds)
+            numbers[name]["columns"][title] = {**s, "paired_vs_first": d}
+            cell = "–" if s["average"] is None else pct(s["average"])
+            if s["average_std"] is not None:
+                cell += f" ± {pct(s['average_std'])}"
+            if s["max_transfer_std"] is not None:
+                cell += f" (max {pct(s['max_transfer_std'])})"
+            if name != first and d is not None:
+                cell += f"; {100 * d['mean']:+.1f}"
+            cells.append(cell)
+        rows.append(f"| {name} | " + " | ".join(cells) + " |")
+    per = []
+    for _, _, title in cols:
+        per += [f"\n### {title}\n", "| recipe | " + " | ".join(TRANSFER_TITLES[t] for t in transfers) + " |"]
+        per.append("|" + "---|" * (len(transfers) + 1))
+        for name in recipes:
+            pt = numbers[name]["columns"][title]["per_transfer"]
+            per.append(
+                f"| {name} | "
+                + " | ".join(
+                    "–"
+                    if not pt.get(t, {}).get("n")
+                    else pct(pt[t]["mean"]) + (f" ± {pct(pt[t]['std'])}" if pt[t]["std"] is not None else "")
+                    for t in transfers
+                )
+                + " |"
+            )
+    command = "python benchmarks/cross_corpus/recipe_bench.py " + " ".join(shlex.quote(a) for a in sys.argv[1:])
+    specs = "\n".join(f"- `{n}`: `{recipes[n]}` = {json.dumps(numbers[n]['recipe'])}" for n in recipes)
+    m = machine()
+    md = f"""# Training recipes side by side (quick caps)
+
+Command: `{command}`; git {m.get("git", "?")}; {m.get("cpu", "?")}, torch {m.get("torch", "?")}, Python
+{m.get("python", "?")}; {wall_s / 60:.1f} min this invocation. Seeds {", ".join(map(str, seeds))}; transfers
+{", ".join(TRANSFER_TITLES[t] for t in transfers)}; library-default epochs; at most 300 source-training, 100
+source-validation, 200 adaptation and 240 test clips per transfer (the regime benchmark's quick caps).
+
+Recipes (FitConfig fields for the source training and every method):
+{specs}
+
+## Test-half UA (%), mean over the transfers ± std over seeds (max: the largest per-transfer seed std); after
+the semicolon, the paired difference to `{first}` (mean over seeds and transfers, points)
+
+{chr(10).join(rows)}
+
+## Per transfer (mean ± std over seeds)
+{chr(10).join(per)}
+"""
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "results_recipe_quick.md").write_text(md)
+    (out / "results_recipe_quick.json").write_text(
+        json.dumps(
+            {"command": command, "machine": m, "seeds": seeds, "transfers": transfers, "recipes": numbers}, indent=1
+        )
+        + "\n"
+    )
+    print(f"[recipes] wrote {out / 'results_recipe_quick.md'}", file=sys.stderr)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--recipe", action="append", required=True, help="NAME or NAME=key=value,... (first: the baseline)")
+    ap.add_argument("--work", type=Path, required=True)
+    ap.add_argument("--results", type=Path, default=HERE)
+    ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    ap.add_argument("--transfers", nargs="+", choices=list(TRANSFERS), default=list(TRANSFERS))
+    ap.add_argument("--mifuse-regimes", nargs="*", default=["strong"])
+    ap.add_argument("--jobs", type=int, default=2)
+    ap.add_argument("--report-only", action="store_true")
+    args = ap.parse_args()
+    recipes = {}
+    for text in args.recipe:
+        name, _, spec = text.partition("=")
+        recipes[name] = spec or name
+    t0 = time.monotonic()
+    if not args.report_only:
+        run_recipes(recipes, args.work, args.seeds, args.mifuse_regimes, args.jobs)
+    report(recipes, args.work, args.results, args.seeds, args.transfers, time.monotonic() - t0)
+
+
+if __name__ == "__main__":
+    main()
