@@ -22,21 +22,31 @@ import time
 from pathlib import Path
 
 import numpy as np
+import torch
 
 HERE = Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 from regime_bench import collect, parse_recipe, pct, stats  # noqa: E402
-from run import TRANSFER_TITLES, TRANSFERS  # noqa: E402
+from run import LABELS, TRANSFER_TITLES, TRANSFERS  # noqa: E402
+
+from edgeser.adapt.checkpoint import load_model  # noqa: E402
+from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
+from edgeser.adapt.loader import reverberate, room_response, telephone  # noqa: E402
+from edgeser.manifest import read_manifest  # noqa: E402
+from edgeser.metrics import unweighted_accuracy  # noqa: E402
 
 #: (regime, method, title) of the columns
 COLUMNS = [
-    ("oracle", "source_only", "Source only"),
-    ("oracle", "lalm_sfuda", "Oracle ceiling"),
-    ("weak", "mi_fuse", "MI-Fuse (weak LALM)"),
-    ("mid", "mi_fuse", "MI-Fuse (mid LALM)"),
-    ("strong", "mi_fuse", "MI-Fuse (strong LALM)"),
+    ("oracle", "source_only", "ua", "Source only"),
+    ("oracle", "source_only", "telephone", "Source only, telephone"),
+    ("oracle", "source_only", "room", "Source only, room"),
+    ("oracle", "lalm_sfuda", "ua", "Oracle ceiling"),
+    ("weak", "mi_fuse", "ua", "MI-Fuse (weak LALM)"),
+    ("mid", "mi_fuse", "ua", "MI-Fuse (mid LALM)"),
+    ("strong", "mi_fuse", "ua", "MI-Fuse (strong LALM)"),
+    ("strong", "mi_fuse", "telephone", "MI-Fuse (strong), telephone"),
 ]
 
 
@@ -77,6 +87,74 @@ def run_recipes(recipes: dict[str, str], work: Path, seeds, mifuse_regimes, jobs
         print(f"[recipes] {name} done", file=sys.stderr, flush=True)
 
 
+#: the test clips through other channels (the hidden domains' microphones, rooms and phones): how robust the
+#: model is to what the corpora do not vary; each condition is fixed per clip (seeded), the same for every model
+CHANNELS = ("telephone", "room")
+
+
+def channel_wavs(transfer: str, work: Path) -> tuple[np.ndarray, dict[str, list[np.ndarray]]]:
+    """``(the classes of the transfer's test clips, the clips through each of CHANNELS)``; the room (RT60
+    0.3-0.8 s) is seeded per clip."""
+    clips = read_manifest(work / "splits" / transfer / "test.csv")
+    clean = load_clips(clips, 16000, "test clips", progress=False)
+    rooms = []
+    for i, w in enumerate(clean):
+        rng = np.random.default_rng([i, 2026])
+        rooms.append(reverberate(w, room_response(float(rng.uniform(0.3, 0.8)), 16000, rng)))
+    truth = np.array([LABELS.index(c.label) for c in clips])
+    return truth, {"telephone": [telephone(w, 16000) for w in clean], "room": rooms}
+
+
+def channel_scores(results: dict, work: Path) -> None:
+    """Adds ``result["channel_ua"]`` (test UA per channel of :data:`CHANNELS`) to every result of
+    ``results`` (:func:`regime_bench.collect`'s nesting) that has a checkpoint; computed once per checkpoint
+    file and cached in ``<work>/channel_ua.json``."""
+    path = work / "channel_ua.json"
+    done = json.loads(path.read_text()) if path.exists() else {}
+    sets: dict = {}
+    for by_method in results.values():
+        for by_transfer in by_method.values():
+            for transfer, by_seed in by_transfer.items():
+                for r in by_seed.values():
+                    ckpt = r.get("checkpoint")
+                    if not ckpt or not Path(ckpt).exists():
+                        continue
+                    # the source model is shared by both transfers from its corpus: the test set is in the key
+                    key = f"{transfer}:{ckpt}@{Path(ckpt).stat().st_mtime_ns}"
+                    if key not in done:
+                        if transfer not in sets:
+                            sets[transfer] = channel_wavs(transfer, work)
+                        truth, channels = sets[transfer]
+                        net = load_model(ckpt)
+                        done[key] = {
+                            ch: float(
+                                unweighted_accuracy(
+                                    truth, predict_probs(net, wavs, torch.device("cpu")).argmax(axis=1), len(LABELS)
+                                )
+                            )
+                            for ch, wavs in channels.items()
+                        }
+                        path.write_text(json.dumps(done, indent=1) + "\n")
+                    r["channel_ua"] = done[key]
+
+
+def as_metric(results: dict, metric: str) -> dict:
+    """``results`` with each result's ``ua`` replaced by ``metric`` ("ua" or a channel of CHANNELS); results
+    without that score are left out."""
+    if metric == "ua":
+        return results
+    return {
+        r: {
+            m: {
+                t: {s: {**x, "ua": x["channel_ua"][metric]} for s, x in bs.items() if "channel_ua" in x}
+                for t, bs in bt.items()
+            }
+            for m, bt in bm.items()
+        }
+        for r, bm in results.items()
+    }
+
+
 def paired(a: dict, b: dict, transfers, seeds) -> dict | None:
     """Mean and std of ``b - a`` over the (transfer, seed) pairs both have, in UA points."""
     d = [b[t][s]["ua"] - a[t][s]["ua"] for t in transfers for s in seeds if s in a.get(t, {}) and s in b.get(t, {})]
@@ -88,21 +166,28 @@ def paired(a: dict, b: dict, transfers, seeds) -> dict | None:
 def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wall_s: float) -> None:
     res = {
         name: collect(
-            work / name, transfers, seeds, sorted({r for r, _, _ in COLUMNS}), ["source_only", "lalm_sfuda", "mi_fuse"]
+            work / name, transfers, seeds, sorted({c[0] for c in COLUMNS}), ["source_only", "lalm_sfuda", "mi_fuse"]
         )
         for name in recipes
     }
+    for name in recipes:
+        channel_scores(res[name], work / name)
     cols = [c for c in COLUMNS if any(res[n].get(c[0], {}).get(c[1]) for n in recipes)]
     first = next(iter(recipes))
     numbers: dict = {}
-    head = "| recipe | " + " | ".join(t for _, _, t in cols) + " |"
+    head = "| recipe | " + " | ".join(c[3] for c in cols) + " |"
     rows = [head, "|" + "---|" * (len(cols) + 1)]
     for name in recipes:
         numbers[name] = {"recipe": parse_recipe(recipes[name]) if recipes[name] != "default" else {}, "columns": {}}
         cells = []
-        for r, m, title in cols:
-            s = stats(res[name], r, m, transfers, seeds)
-            d = paired(res[first].get(r, {}).get(m, {}), res[name].get(r, {}).get(m, {}), transfers, seeds)
+        for r, m, metric, title in cols:
+            s = stats(as_metric(res[name], metric), r, m, transfers, seeds)
+            d = paired(
+                as_metric(res[first], metric).get(r, {}).get(m, {}),
+                as_metric(res[name], metric).get(r, {}).get(m, {}),
+                transfers,
+                seeds,
+            )
             numbers[name]["columns"][title] = {**s, "paired_vs_first": d}
             cell = "–" if s["average"] is None else pct(s["average"])
             if s["average_std"] is not None:
@@ -114,7 +199,7 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
             cells.append(cell)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     per = []
-    for _, _, title in cols:
+    for *_, title in cols:
         per += [f"\n### {title}\n", "| recipe | " + " | ".join(TRANSFER_TITLES[t] for t in transfers) + " |"]
         per.append("|" + "---|" * (len(transfers) + 1))
         for name in recipes:
@@ -134,7 +219,7 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
     m = machine()
     md = f"""# Training recipes side by side (quick caps)
 
-Command: `{command}`; git {m.get("git", "?")}; {m.get("cpu", "?")}, torch {m.get("torch", "?")}, Python
+Command: `{command}`; git {str(m.get("git_commit", "?"))[:7]}; {m.get("cpu", "?")} ({m.get("cores")} cores, shared), torch {m.get("torch", "?")}, Python
 {m.get("python", "?")}; {wall_s / 60:.1f} min this invocation. Seeds {", ".join(map(str, seeds))}; transfers
 {", ".join(TRANSFER_TITLES[t] for t in transfers)}; library-default epochs; at most 300 source-training, 100
 source-validation, 200 adaptation and 240 test clips per transfer (the regime benchmark's quick caps).
