@@ -8,6 +8,7 @@ import pytest
 from edgeser.adapt.fusion import (
     DEFAULT_METHOD,
     DEFAULT_TAU,
+    coverage_weights,
     entropy,
     fuse,
     fusion_stats,
@@ -194,3 +195,15 @@ def test_fusion_stats():
     assert st["agreement"] == pytest.approx(0.5)  # clip 0 both say class 0; clip 1: 1 vs 0
     assert st["teachers"]["lalm"]["mean_weight"] == pytest.approx(0.5)  # every MI is 0
     assert st["teachers"]["classifier"]["mean_mi"] == pytest.approx(0.0)
+
+
+def test_coverage_weights_by_hand():
+    covers = np.array([[True, True], [False, True], [True, False], [False, False]])
+    assert np.allclose(coverage_weights(covers), [1.0, 0.5, 0.5, 0.0])
+    # an LALM trusted 0.9 (prior from the referee's kappas), the EMA teacher 0.1; the prior need not sum to 1
+    assert np.allclose(coverage_weights(covers, np.array([9.0, 1.0])), [1.0, 0.1, 0.9, 0.0])
+    for bad in (np.array([1.0]), np.array([-1.0, 2.0]), np.array([0.0, 0.0]), np.array([np.nan, 1.0])):
+        with pytest.raises(ValueError, match="prior"):
+            coverage_weights(covers, bad)
+    with pytest.raises(ValueError, match="covers"):
+        coverage_weights(np.ones(3, bool))

@@ -348,3 +348,25 @@ def test_encoder_lr_scale_zero_freezes_the_encoder_weights_only(source, clips, t
     assert not torch.equal(before["classifier.weight"], after["classifier.weight"])
     with pytest.raises(ValueError, match="encoder_lr_scale"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(encoder_lr_scale=-1.0), progress=False)
+
+
+def test_partial_weight_coverage_weighs_clips_by_the_trust_that_answered(source, clips, tmp_path):
+    """partial_weight="coverage": a clip the LALM did not answer counts with the EMA teacher's share of the
+    prior; every clip both answered counts 1; the run differs from "full" and a bad value is refused."""
+    lalm = lalm_votes(clips, missing=(0, 3))
+    c = cfg(epochs=1, reliability="none", partial_weight="coverage")
+    res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "cov.pt", c, progress=False)
+    # no reliability prior: equal trust, so the 2 LALM-less clips of 8 weigh 0.5 and the others 1
+    assert res.history[0]["mean_clip_weight"] == pytest.approx((6 * 1.0 + 2 * 0.5) / 8)
+    full = mifuse_adapt(
+        source,
+        clips,
+        [lalm_teacher(lalm), ema()],
+        tmp_path / "full.pt",
+        cfg(epochs=1, reliability="none"),
+        progress=False,
+    )
+    assert "mean_clip_weight" not in full.history[0]
+    assert not same(weights(tmp_path / "cov.pt"), weights(tmp_path / "full.pt"))
+    with pytest.raises(ValueError, match="partial_weight"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(partial_weight="half"), progress=False)

@@ -175,6 +175,20 @@ def fuse(
     return Fused(target=target, weights=w, mi=mi, means=means, uncertainty=u)
 
 
+def coverage_weights(covers: np.ndarray, prior: np.ndarray | None = None) -> np.ndarray:
+    """``(N,)`` how much of the teachers' trust each clip's label carries: the sum, over the teachers that
+    answered the clip (``covers`` ``(N, T)`` bool), of their ``prior`` ``(T,)`` normalised to sum 1 (None:
+    equal). 1 where every teacher answered; a clip only a distrusted teacher answered counts little."""
+    covers = np.asarray(covers, bool)
+    if covers.ndim != 2:
+        raise ValueError(f"covers must be (N, T), got shape {covers.shape}")
+    t = covers.shape[1]
+    p = np.full(t, 1.0 / t) if prior is None else np.asarray(prior, np.float64)
+    if p.shape != (t,) or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
+        raise ValueError(f"prior must be {t} non-negative numbers with a positive sum, got {prior!r}")
+    return covers @ (p / p.sum())
+
+
 def sharpen(target: np.ndarray, temperature: float) -> np.ndarray:
     """Rows ``p^(1/T)`` renormalised (``T < 1`` sharpens, 1 is the identity); NaN rows stay NaN."""
     if not temperature > 0:

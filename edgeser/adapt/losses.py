@@ -6,13 +6,21 @@ import torch
 
 
 def soft_cross_entropy(
-    logits: torch.Tensor, targets: torch.Tensor, class_weights: torch.Tensor | None = None
+    logits: torch.Tensor,
+    targets: torch.Tensor,
+    class_weights: torch.Tensor | None = None,
+    sample_weights: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """``mean_n -sum_c w_c t_nc log p_nc``; equals KL(t || p) up to the targets' entropy, so the
-    gradients are those of KL. ``targets`` rows are distributions (one-hot for hard labels)."""
+    """``mean_n s_n (-sum_c w_c t_nc log p_nc)``; equals KL(t || p) up to the targets' entropy, so the
+    gradients are those of KL. ``targets`` rows are distributions (one-hot for hard labels); ``s_n``
+    (``sample_weights``, default 1) scales each clip's term without renormalising, so a clip of weight
+    0.1 pulls a tenth as hard."""
     logp = torch.log_softmax(logits.float(), dim=1)
     t = targets.float() if class_weights is None else targets.float() * class_weights
-    return -(t * logp).sum(dim=1).mean()
+    per_clip = -(t * logp).sum(dim=1)
+    if sample_weights is not None:
+        per_clip = per_clip * sample_weights.float()
+    return per_clip.mean()
 
 
 def cooccurrence_penalty_loss(logits: torch.Tensor, targets: torch.Tensor, penalty: torch.Tensor) -> torch.Tensor:

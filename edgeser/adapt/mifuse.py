@@ -45,6 +45,7 @@ from .fusion import (
     DEFAULT_TAU,
     DEFAULT_UNCERTAINTY,
     Fused,
+    coverage_weights,
     fuse,
     fusion_stats,
     sharpen,
@@ -59,6 +60,7 @@ from .teachers.base import MovingTeacher, Teacher
 from .teachers.classifier import EMATeacher, ema_update
 
 RELIABILITY = ("none", "referee")
+PARTIAL_WEIGHTS = ("full", "coverage")
 #: a fixed teacher whose labels agree with their own referee below this kappa is reported as unreliable
 UNRELIABLE_KAPPA = 0.1
 
@@ -110,6 +112,10 @@ class MIFuseConfig(FitConfig):
     #: learning rate of the frame encoder (input norm, stem, blocks) relative to ``lr``; 0 freezes its weights
     #: (its batch-norm statistics still follow the target audio); the bottleneck and classifier get ``lr``
     encoder_lr_scale: float = 1.0
+    #: how much a clip counts in the cross-entropy when some teachers did not answer it (an LALM refusal, or
+    #: a clip outside the LALM budget): "full" (1, as a clip every teacher answered) or "coverage" (the share
+    #: of the teachers' reliability prior that answered it, :func:`edgeser.adapt.fusion.coverage_weights`)
+    partial_weight: str = "full"
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
@@ -118,6 +124,8 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
     parse_budget(cfg.lalm_budget, 1)  # a malformed budget fails before any work
     if not cfg.encoder_lr_scale >= 0:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
+    if cfg.partial_weight not in PARTIAL_WEIGHTS:
+        raise ValueError(f"partial_weight must be one of {', '.join(PARTIAL_WEIGHTS)}, got {cfg.partial_weight!r}")
     if cfg.lalm_target not in ("soft", "hard"):
         raise ValueError(f"lalm_target must be 'soft' or 'hard', got {cfg.lalm_target!r}")
     if isinstance(cfg.k_lalm, bool) or not isinstance(cfg.k_lalm, int) or cfg.k_lalm < 1:
@@ -175,6 +183,7 @@ class FusionMethod(AdaptMethod):
             self.notes.append("no fixed (LALM) teacher: classifier-only self-training (mean teacher), not MI-Fuse")
         self.answers: dict[int, np.ndarray] = {}
         self.fused: Fused | None = None
+        self.clip_weights: np.ndarray | None = None
 
     # ---- before training
     def prepare(self, progress: bool) -> None:
@@ -361,6 +370,9 @@ class FusionMethod(AdaptMethod):
             samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=prior
         )
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
+        self.clip_weights = None
+        if cfg.partial_weight == "coverage":
+            self.clip_weights = coverage_weights(np.isfinite(self.fused.mi), prior).astype(np.float32)
         covered = np.flatnonzero(self.fused.covered)
         if len(covered) < 2:
             raise EdgeserError(
@@ -369,6 +381,8 @@ class FusionMethod(AdaptMethod):
         info = {"trained_clips": int(len(covered)), "fusion": fusion_stats(self.fused, self.names)}
         if reliability is not None:
             info["reliability"] = reliability
+        if self.clip_weights is not None:
+            info["mean_clip_weight"] = float(self.clip_weights[covered].mean())
         return covered, info
 
     def _warn_unreliable(self, kappas: np.ndarray, progress: bool) -> None:
@@ -385,7 +399,8 @@ class FusionMethod(AdaptMethod):
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
         t = torch.from_numpy(self.targets[idx]).to(ctx.device)
-        ce = soft_cross_entropy(logits, t)
+        w = None if self.clip_weights is None else torch.from_numpy(self.clip_weights[idx]).to(ctx.device)
+        ce = soft_cross_entropy(logits, t, sample_weights=w)
         div = diversity_loss(ctx.whole_batch(logits))
         loss = ce + self.cfg.diversity_weight * div
         if self.penalty is not None:
