@@ -69,15 +69,11 @@ class IncrementalModel(EdgeserModel):
         embeddings), embeddings [B,C,k], next state)``."""
         if cache is None:
             cache = self.empty_cache(audio.shape[0])
-        out = self.session.run(
-            None,
-            {
-                "audio": np.ascontiguousarray(audio, dtype=np.float32),
-                **state,
-                "cache": np.ascontiguousarray(cache, dtype=np.float32),
-            },
-        )
-        return out[0], out[1], dict(zip(STATES, out[2:]))
+        feed = dict(state)
+        feed["audio"] = np.ascontiguousarray(audio, dtype=np.float32)
+        feed["cache"] = np.ascontiguousarray(cache, dtype=np.float32)
+        logits, emb, *states = self.session.run(OUTPUTS, feed)
+        return logits, emb, dict(zip(STATES, states))
 
     def run(self, audio: np.ndarray, cache: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
         """``OnnxModel.run``'s contract: ``audio [B, T]`` (T >= receptive field), ``cache [B, C, F0]`` ->

@@ -24,6 +24,7 @@ is to keep a recognizer quiet in silence and low noise, not to be a voice activi
 from __future__ import annotations
 
 from collections import deque
+from itertools import islice
 from typing import Protocol, runtime_checkable
 
 import numpy as np
@@ -42,6 +43,11 @@ def frame_energy_db(x: np.ndarray, frame: int = 160) -> np.ndarray:
     x = np.asarray(x)
     if x.ndim != 1:
         raise ValueError(f"audio must be 1-D (mono), got shape {x.shape}")
+    return _energy_db(x, frame)
+
+
+def _energy_db(x: np.ndarray, frame: int) -> np.ndarray:
+    """:func:`frame_energy_db` of checked 1-D ``x`` (the gate's per-chunk path, without the checks)."""
     n = x.shape[0] // frame
     if n == 0:
         return np.zeros(0, dtype=np.float32)
@@ -132,14 +138,16 @@ class SpeechGate:
         n = x.shape[0] // self.frame
         # only the frames that can still be inside the window matter
         skip = max(0, n - self.window_frames)
-        db = frame_energy_db(x[skip * self.frame : n * self.frame], self.frame)
+        db = _energy_db(x[skip * self.frame : n * self.frame], self.frame)
         self._rest = x[n * self.frame :].copy()
-        for active in (db > self.threshold_db).tolist():
-            if len(self._active) == self.window_frames and self._active[0]:
-                self._n_active -= 1
-            self._active.append(active)
-            self._n_active += active
         if db.size:
+            active = (db > self.threshold_db).tolist()
+            # the frames the bounded deque drops as the new ones arrive leave the count
+            drop = len(self._active) + len(active) - self.window_frames
+            if drop > 0:
+                self._n_active -= sum(islice(self._active, drop))
+            self._active.extend(active)
+            self._n_active += sum(active)
             self.last_db = float(db[-1])
         return self.is_speech()
 
