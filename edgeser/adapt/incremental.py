@@ -129,12 +129,14 @@ class IncrementalGraph(nn.Module):
         """``[B, T]`` -> ``[B, F, n_fft]`` frames ``hop`` apart (valid framing), built from hop-sized chunks."""
         hop, n_fft = self.cfg.hop_length, self.cfg.n_fft
         q, rem = divmod(n_fft, hop)
-        b, t = x.shape
-        f = (t - n_fft) // hop + 1
+        span = q + (rem > 0)  # chunks a frame touches; f frames need f + span - 1 chunks
+        if rem:  # the last frame's partial chunk, made whole
+            x = nn.functional.pad(x, (0, hop - rem))
+        chunks = x[:, : x.shape[1] // hop * hop].unflatten(1, (-1, hop))
+        # chunk j of every frame: bounds counted from the ends, so that no length is computed in the graph
+        parts = [chunks[:, j : j - span + 1 if j < span - 1 else None] for j in range(span)]
         if rem:
-            x = torch.cat([x, x.new_zeros(b, hop - rem)], dim=1)
-        chunks = x[:, : hop * (f + q)].reshape(b, f + q, hop)
-        parts = [chunks[:, j : j + f] for j in range(q)] + ([chunks[:, q : q + f, :rem]] if rem else [])
+            parts[-1] = parts[-1][:, :, :rem]
         return torch.cat(parts, dim=2)
 
     def log_mel(self, x: torch.Tensor) -> torch.Tensor:
@@ -145,14 +147,13 @@ class IncrementalGraph(nn.Module):
             half = spec.shape[2] // 2
             power = spec[:, :, :half] * spec[:, :, :half] + spec[:, :, half:] * spec[:, :, half:]
         else:
-            b, f = frames.shape[0], frames.shape[1]
-            a = self.stage1 @ (frames * self.window).reshape(b, f, self.n1, self.n2)
+            a = self.stage1 @ (frames * self.window).unflatten(2, (self.n1, self.n2))
             re, im = a[:, :, : self.n1], a[:, :, self.n1 :]
             tr = re * self.twiddle_cos + im * self.twiddle_sin
             ti = im * self.twiddle_cos - re * self.twiddle_sin
             y = torch.cat([tr, ti], dim=3) @ self.stage2
             k2 = self.k2
-            power = (y[..., :k2] * y[..., :k2] + y[..., k2:] * y[..., k2:]).reshape(b, f, self.n1 * k2)
+            power = (y[..., :k2] * y[..., :k2] + y[..., k2:] * y[..., k2:]).flatten(2)
         return torch.log(power @ self.mel + self.floor) * self.in_scale + self.in_shift
 
     def encode(
@@ -162,8 +163,8 @@ class IncrementalGraph(nn.Module):
         z, s = self.sizes, self.cfg.stem_stride
         x = torch.cat([audio_state, audio], dim=1)
         mel = torch.cat([mel_state, self.log_mel(x)], dim=1)
-        n = (mel.shape[1] - 3) // s + 1
-        taps = [mel[:, j : j + s * (n - 1) + 1 : s] for j in range(3)]
+        # tap j of a valid k3 conv of stride s: every s-th frame from j to the (2 - j)-th from the end
+        taps = [mel[:, j : j - 2 if j < 2 else None : s] for j in range(3)]
         h = torch.relu(torch.cat(taps, dim=2) @ self.stem_w + self.stem_b)
         outs, start = [], 0
         for i, (d, size) in enumerate(zip(self.cfg.dilations, z.convs)):
