@@ -85,13 +85,13 @@ class IncrementalGraph(nn.Module):
         n_bins = mel.shape[1]
         fft = factored_dft(cfg.n_fft, n_bins)
         with torch.no_grad():
+            # the input norm (an affine map of each mel bin) folded into the stem, a valid conv: no padding
             bn = net.input_norm
-            scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
-            self.register_buffer("in_scale", scale.clone())
-            self.register_buffer("in_shift", (bn.bias - bn.running_mean * scale).clone())
-            w, b = _fold(net.stem[0], net.stem[1])
-            self.register_buffer("stem_w", w)
-            self.register_buffer("stem_b", b.clone())
+            in_scale = bn.weight / torch.sqrt(bn.running_var + bn.eps)
+            in_shift = bn.bias - bn.running_mean * in_scale
+            w, b = _fold(net.stem[0], net.stem[1])  # rows tap-major: (tap, mel bin)
+            self.register_buffer("stem_w", (w * in_scale.repeat(3)[:, None]).contiguous())
+            self.register_buffer("stem_b", (b + in_shift.repeat(3) @ w).clone())
             for i, blk in enumerate(net.blocks):
                 w, b = _fold(blk.conv, blk.bn)
                 self.register_buffer(f"block{i}_w", w)
@@ -140,7 +140,7 @@ class IncrementalGraph(nn.Module):
         return torch.cat(parts, dim=2)
 
     def log_mel(self, x: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` -> normalised log-mel ``[B, F, n_mels]`` (the net's frontend + input norm)."""
+        """``[B, T]`` -> log-mel ``[B, F, n_mels]`` (the net's frontend; its input norm is folded into the stem)."""
         frames = self._frames(x)
         if not self.n1:
             spec = frames @ self.dft
@@ -154,7 +154,7 @@ class IncrementalGraph(nn.Module):
             y = torch.cat([tr, ti], dim=3) @ self.stage2
             k2 = self.k2
             power = (y[..., :k2] * y[..., :k2] + y[..., k2:] * y[..., k2:]).flatten(2)
-        return torch.log(power @ self.mel + self.floor) * self.in_scale + self.in_shift
+        return torch.log(power @ self.mel + self.floor)
 
     def encode(
         self, audio: torch.Tensor, audio_state: torch.Tensor, mel_state: torch.Tensor, conv_state: torch.Tensor
