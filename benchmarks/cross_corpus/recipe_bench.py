@@ -112,30 +112,34 @@ def channel_scores(results: dict, work: Path) -> None:
     path = work / "channel_ua.json"
     done = json.loads(path.read_text()) if path.exists() else {}
     sets: dict = {}
-    for by_method in results.values():
-        for by_transfer in by_method.values():
-            for transfer, by_seed in by_transfer.items():
-                for r in by_seed.values():
-                    ckpt = r.get("checkpoint")
-                    if not ckpt or not Path(ckpt).exists():
-                        continue
-                    # the source model is shared by both transfers from its corpus: the test set is in the key
-                    key = f"{transfer}:{ckpt}@{Path(ckpt).stat().st_mtime_ns}"
-                    if key not in done:
-                        if transfer not in sets:
-                            sets[transfer] = channel_wavs(transfer, work)
-                        truth, channels = sets[transfer]
-                        net = load_model(ckpt)
-                        done[key] = {
-                            ch: float(
-                                unweighted_accuracy(
-                                    truth, predict_probs(net, wavs, torch.device("cpu")).argmax(axis=1), len(LABELS)
-                                )
-                            )
-                            for ch, wavs in channels.items()
-                        }
-                        path.write_text(json.dumps(done, indent=1) + "\n")
-                    r["channel_ua"] = done[key]
+    each = (
+        (transfer, r)
+        for by_method in results.values()
+        for by_transfer in by_method.values()
+        for transfer, by_seed in by_transfer.items()
+        for r in by_seed.values()
+    )
+    for transfer, r in each:
+        ckpt = r.get("checkpoint")
+        if not ckpt or not Path(ckpt).exists():
+            continue
+        # the source model is shared by both transfers from its corpus: the test set is in the key
+        key = f"{transfer}:{ckpt}@{Path(ckpt).stat().st_mtime_ns}"
+        if key not in done:
+            if transfer not in sets:
+                sets[transfer] = channel_wavs(transfer, work)
+            truth, channels = sets[transfer]
+            net = load_model(ckpt)
+            done[key] = {
+                ch: float(
+                    unweighted_accuracy(
+                        truth, predict_probs(net, wavs, torch.device("cpu")).argmax(axis=1), len(LABELS)
+                    )
+                )
+                for ch, wavs in channels.items()
+            }
+            path.write_text(json.dumps(done, indent=1) + "\n")
+        r["channel_ua"] = done[key]
 
 
 def as_metric(results: dict, metric: str) -> dict:
@@ -181,13 +185,9 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
         numbers[name] = {"recipe": parse_recipe(recipes[name]) if recipes[name] != "default" else {}, "columns": {}}
         cells = []
         for r, m, metric, title in cols:
-            s = stats(as_metric(res[name], metric), r, m, transfers, seeds)
-            d = paired(
-                as_metric(res[first], metric).get(r, {}).get(m, {}),
-                as_metric(res[name], metric).get(r, {}).get(m, {}),
-                transfers,
-                seeds,
-            )
+            mine, base = as_metric(res[name], metric), as_metric(res[first], metric)
+            s = stats(mine, r, m, transfers, seeds)
+            d = paired(base.get(r, {}).get(m, {}), mine.get(r, {}).get(m, {}), transfers, seeds)
             numbers[name]["columns"][title] = {**s, "paired_vs_first": d}
             cell = "–" if s["average"] is None else pct(s["average"])
             if s["average_std"] is not None:
