@@ -68,6 +68,22 @@ def test_training_resumes_to_the_same_weights_and_keeps_the_best_epoch(demo_clip
     assert [r["epoch"] for r in seen] == [1, 2]
 
 
+def test_select_last_keeps_the_last_epoch_and_mixup_changes_the_steps(demo_clips_list, tmp_path):
+    clips = demo_clips_list
+    last = train(clips, clips, tmp_path / "last.pt", tiny_train_cfg(epochs=3, select="last"), progress=False)
+    assert last.summary["best_epoch"] == 3 and last.best_val_ua == last.history[-1]["val_ua"]
+    assert all("val_ua" in h for h in last.history)  # validation is still measured and reported
+    mixed = train(clips, None, tmp_path / "mixed.pt", tiny_train_cfg(mixup=0.4), progress=False)
+    plain = train(clips, None, tmp_path / "plain.pt", tiny_train_cfg(), progress=False)
+    assert mixed.history[0]["loss"] != plain.history[0]["loss"]
+    a, b = weights(tmp_path / "mixed.pt"), weights(tmp_path / "plain.pt")
+    assert any(not torch.equal(a[k], b[k]) for k in a)
+    with pytest.raises(ValueError, match="select must be"):
+        train(clips, clips, tmp_path / "x.pt", tiny_train_cfg(select="first"), progress=False)
+    with pytest.raises(ValueError, match="mixup must be >= 0"):
+        train(clips, None, tmp_path / "x.pt", tiny_train_cfg(mixup=-1.0), progress=False)
+
+
 def test_every_method_writes_the_same_summary_keys(demo_clips_list, tmp_path):
     clips = demo_clips_list
     source = untrained_checkpoint(tmp_path / "source.pt", LABELS, data="demo clips (EmoDB, CC0)", model_card="card")

@@ -10,7 +10,16 @@ import torch
 from edgeser.adapt.audio_store import AudioStore
 from edgeser.adapt.checkpoint import load_model
 from edgeser.adapt.data import forward_all, load_clips
-from edgeser.adapt.loader import Augmentation, PaddedBatches, TrainingBatches, crop_clip, iterate, plan_seeds
+from edgeser.adapt.loader import (
+    Augmentation,
+    Mix,
+    PaddedBatches,
+    TrainingBatches,
+    crop_clip,
+    iterate,
+    plan_mix,
+    plan_seeds,
+)
 from edgeser.adapt.mifuse import EMATeacher, MIFuseConfig, mifuse_adapt
 from edgeser.adapt.model import EmotionNet, ModelConfig
 from edgeser.adapt.teachers import FixedSamples
@@ -78,12 +87,39 @@ def test_whole_clip_pass_with_workers(clips):
     assert np.array_equal(a, b) and a.shape == (len(clips), len(LABELS))
 
 
-def test_training_does_not_depend_on_the_number_of_workers(clips, tmp_path):
+def test_mixup_mixes_the_audio_and_the_targets_alike(clips):
+    m = Mix(partner=np.array([1, 0]), partner_seed=np.array([5, 6]), lam=np.array([0.75, 0.5]))
+    table = np.array([[1.0, 0.0], [0.0, 1.0], [0.5, 0.5]], np.float32)
+    assert np.allclose(m.rows(table, np.array([0, 1])), [[0.75, 0.25], [0.5, 0.5]])
+    assert np.allclose(m.rows(np.array([2.0, 4.0, 8.0]), np.array([0, 1])), [2.5, 3.0])  # per-clip weights
+    rng = np.random.default_rng(0)
+    idx, seeds = np.array([3, 7, 2, 5]), plan_seeds(rng, 4)
+    m = plan_mix(rng, idx, seeds, 0.4)
+    assert sorted(m.partner.tolist()) == sorted(idx.tolist()) and ((m.lam >= 0.5) & (m.lam <= 1)).all()
+    assert all(s == seeds[list(idx).index(p)] for p, s in zip(m.partner, m.partner_seed))  # the partner's own crop
+    assert not np.array_equal(plan_mix(rng, idx, seeds, 0.4).partner, m.partner)
+    wavs = load_clips(clips, 16000, progress=False)
+    x, lengths = TrainingBatches(wavs, [(idx, seeds, m)], 8000, 400, None)[0]
+    for row in range(4):
+        own = crop_clip(wavs[idx[row]], 8000, int(seeds[row]), None)
+        other = crop_clip(wavs[m.partner[row]], 8000, int(m.partner_seed[row]), None)
+        lam = float(m.lam[row])
+        assert np.allclose(x[row, : len(own)].numpy(), lam * own + (1 - lam) * other[: len(own)], atol=1e-6)
+    plain, _ = TrainingBatches(wavs, [(idx, seeds)], 8000, 400, None)[0]
+    assert not torch.equal(plain, x)
+    half = m.shard(np.array([1, 3]))
+    assert half.partner.tolist() == m.partner[[1, 3]].tolist() and half.lam.tolist() == m.lam[[1, 3]].tolist()
+
+
+@pytest.mark.parametrize("mixup", [0.0, 0.4])
+def test_training_does_not_depend_on_the_number_of_workers(clips, tmp_path, mixup):
     source = untrained_checkpoint(tmp_path / "src.pt", LABELS)
     votes = np.eye(4)[np.random.default_rng(0).integers(0, 4, (len(clips), 3))]
     outs = {}
     for workers in (0, 2):
-        cfg = MIFuseConfig(epochs=2, batch_size=4, crop_s=1.0, max_clip_s=3.0, device="cpu", workers=workers)
+        cfg = MIFuseConfig(
+            epochs=2, batch_size=4, crop_s=1.0, max_clip_s=3.0, device="cpu", workers=workers, mixup=mixup
+        )
         out = tmp_path / f"w{workers}.pt"
         mifuse_adapt(source, clips, [FixedSamples(votes, labels=LABELS), EMATeacher(k=2)], out, cfg, progress=False)
         outs[workers] = load_model(out).state_dict()

@@ -29,7 +29,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
 from regime_bench import collect, parse_recipe, pct, stats  # noqa: E402
-from run import LABELS, TRANSFER_TITLES, TRANSFERS  # noqa: E402
+from run import LABELS, LOCO_TRANSFERS, TRANSFER_TITLES, TRANSFERS  # noqa: E402
 
 from edgeser.adapt.checkpoint import load_model  # noqa: E402
 from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
@@ -37,16 +37,18 @@ from edgeser.adapt.loader import reverberate, room_response, telephone  # noqa: 
 from edgeser.manifest import read_manifest  # noqa: E402
 from edgeser.metrics import unweighted_accuracy  # noqa: E402
 
-#: (regime, method, title) of the columns
+#: (regime, method, metric, title, transfers) of the columns: "pairs" are the --transfers (one corpus as the source),
+#: "loco" the leave-one-corpus-out transfers (the other two corpora as the source)
 COLUMNS = [
-    ("oracle", "source_only", "ua", "Source only"),
-    ("oracle", "source_only", "telephone", "Source only, telephone"),
-    ("oracle", "source_only", "room", "Source only, room"),
-    ("oracle", "lalm_sfuda", "ua", "Oracle ceiling"),
-    ("weak", "mi_fuse", "ua", "MI-Fuse (weak LALM)"),
-    ("mid", "mi_fuse", "ua", "MI-Fuse (mid LALM)"),
-    ("strong", "mi_fuse", "ua", "MI-Fuse (strong LALM)"),
-    ("strong", "mi_fuse", "telephone", "MI-Fuse (strong), telephone"),
+    ("oracle", "source_only", "ua", "Source only", "pairs"),
+    ("oracle", "source_only", "ua", "Source only, leave-one-corpus-out", "loco"),
+    ("oracle", "source_only", "telephone", "Source only, telephone", "pairs"),
+    ("oracle", "source_only", "room", "Source only, room", "pairs"),
+    ("oracle", "lalm_sfuda", "ua", "Oracle ceiling", "pairs"),
+    ("weak", "mi_fuse", "ua", "MI-Fuse (weak LALM)", "pairs"),
+    ("mid", "mi_fuse", "ua", "MI-Fuse (mid LALM)", "pairs"),
+    ("strong", "mi_fuse", "ua", "MI-Fuse (strong LALM)", "pairs"),
+    ("strong", "mi_fuse", "telephone", "MI-Fuse (strong), telephone", "pairs"),
 ]
 
 
@@ -56,6 +58,8 @@ def bench_commands(spec: str, work: Path, seeds: list[int], mifuse_regimes: list
     rec = [] if spec == "default" else ["--recipe", spec]
     tables = ["--work", str(work), "--results", str(work / "tables")]
     cmds = [base + ["--regimes", "oracle", "--methods", "source_only", "lalm_sfuda", *rec, *tables]]
+    loco = ["--transfers", *LOCO_TRANSFERS]
+    cmds.append(base + ["--regimes", "oracle", "--methods", "source_only", *loco, *rec, *tables])
     if mifuse_regimes:
         cmds.append(base + ["--regimes", *mifuse_regimes, "--methods", "mi_fuse", *rec, *tables])
     return cmds
@@ -168,15 +172,25 @@ def paired(a: dict, b: dict, transfers, seeds) -> dict | None:
 
 
 def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wall_s: float) -> None:
+    sets = {"pairs": list(transfers), "loco": list(LOCO_TRANSFERS)}
     res = {
         name: collect(
-            work / name, transfers, seeds, sorted({c[0] for c in COLUMNS}), ["source_only", "lalm_sfuda", "mi_fuse"]
+            work / name,
+            sets["pairs"] + sets["loco"],
+            seeds,
+            sorted({c[0] for c in COLUMNS}),
+            ["source_only", "lalm_sfuda", "mi_fuse"],
         )
         for name in recipes
     }
     for name in recipes:
         channel_scores(res[name], work / name)
-    cols = [c for c in COLUMNS if any(res[n].get(c[0], {}).get(c[1]) for n in recipes)]
+
+    def present(col: tuple) -> bool:
+        r, m, *_, kind = col
+        return any(t in res[n].get(r, {}).get(m, {}) for n in recipes for t in sets[kind])
+
+    cols = [c for c in COLUMNS if present(c)]
     first = next(iter(recipes))
     numbers: dict = {}
     head = "| recipe | " + " | ".join(c[3] for c in cols) + " |"
@@ -184,10 +198,10 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
     for name in recipes:
         numbers[name] = {"recipe": parse_recipe(recipes[name]) if recipes[name] != "default" else {}, "columns": {}}
         cells = []
-        for r, m, metric, title in cols:
+        for r, m, metric, title, kind in cols:
             mine, base = as_metric(res[name], metric), as_metric(res[first], metric)
-            s = stats(mine, r, m, transfers, seeds)
-            d = paired(base.get(r, {}).get(m, {}), mine.get(r, {}).get(m, {}), transfers, seeds)
+            s = stats(mine, r, m, sets[kind], seeds)
+            d = paired(base.get(r, {}).get(m, {}), mine.get(r, {}).get(m, {}), sets[kind], seeds)
             numbers[name]["columns"][title] = {**s, "paired_vs_first": d}
             cell = "–" if s["average"] is None else pct(s["average"])
             if s["average_std"] is not None:
@@ -199,9 +213,10 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
             cells.append(cell)
         rows.append(f"| {name} | " + " | ".join(cells) + " |")
     per = []
-    for *_, title in cols:
-        per += [f"\n### {title}\n", "| recipe | " + " | ".join(TRANSFER_TITLES[t] for t in transfers) + " |"]
-        per.append("|" + "---|" * (len(transfers) + 1))
+    for *_, title, kind in cols:
+        ts = sets[kind]
+        per += [f"\n### {title}\n", "| recipe | " + " | ".join(TRANSFER_TITLES[t] for t in ts) + " |"]
+        per.append("|" + "---|" * (len(ts) + 1))
         for name in recipes:
             pt = numbers[name]["columns"][title]["per_transfer"]
             per.append(
@@ -210,7 +225,7 @@ def report(recipes: dict[str, str], work: Path, out: Path, seeds, transfers, wal
                     "–"
                     if not pt.get(t, {}).get("n")
                     else pct(pt[t]["mean"]) + (f" ± {pct(pt[t]['std'])}" if pt[t]["std"] is not None else "")
-                    for t in transfers
+                    for t in ts
                 )
                 + " |"
             )

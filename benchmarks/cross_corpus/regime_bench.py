@@ -31,7 +31,7 @@ sys.path.insert(0, str(HERE.parent))
 sys.path.insert(0, str(HERE))
 from common import REPO, machine  # noqa: E402
 from regimes import REGIMES, regime_answer  # noqa: E402
-from run import LABELS, TRANSFER_TITLES, TRANSFERS, Bench, log  # noqa: E402
+from run import ALL_TRANSFERS, LABELS, TRANSFER_TITLES, TRANSFERS, Bench, log  # noqa: E402
 
 from edgeser.adapt.data import load_clips  # noqa: E402
 from edgeser.adapt.registry import METHODS as ADAPT_METHODS  # noqa: E402
@@ -329,7 +329,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--quick", action="store_true", help="subsampled sets (library-default epochs all the same)")
     ap.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
-    ap.add_argument("--transfers", nargs="+", choices=list(TRANSFERS), default=list(TRANSFERS))
+    ap.add_argument(
+        "--transfers",
+        nargs="+",
+        choices=list(ALL_TRANSFERS),
+        default=list(TRANSFERS),
+        help="default: the four corpus pairs; loco_*: the source is the other two corpora",
+    )
     ap.add_argument("--regimes", nargs="+", choices=list(REGIMES), default=list(REGIMES))
     ap.add_argument("--methods", nargs="+", default=None, help="default: every row")
     ap.add_argument("--work", type=Path, help="default: runs/regimes/<quick|full>")

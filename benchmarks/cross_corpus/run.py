@@ -19,7 +19,7 @@ import os
 import shlex
 import sys
 import time
-from dataclasses import asdict
+from dataclasses import asdict, fields
 from pathlib import Path
 
 import numpy as np
@@ -48,11 +48,23 @@ TRANSFERS = {
     "emodb_turev_db": ("emodb", "turev_db", "nemo"),
     "nemo_turev_db": ("nemo", "turev_db", "emodb"),
 }
+#: leave-one-corpus-out transfers: the source model is trained on the other two corpora together (the bundled
+#: model's recipe without the target corpus); no corpus is left for the acoustic stand-in, so only the regime
+#: benchmark's stand-ins (or no LALM) serve them
+LOCO_TRANSFERS = {
+    "loco_nemo": ("emodb+turev_db", "nemo", None),
+    "loco_emodb": ("nemo+turev_db", "emodb", None),
+    "loco_turev_db": ("emodb+nemo", "turev_db", None),
+}
+ALL_TRANSFERS = {**TRANSFERS, **LOCO_TRANSFERS}
 TRANSFER_TITLES = {
     "emodb_nemo": "EmoDB→nEMO",
     "nemo_emodb": "nEMO→EmoDB",
     "emodb_turev_db": "EmoDB→TurEV",
     "nemo_turev_db": "nEMO→TurEV",
+    "loco_nemo": "EmoDB+TurEV→nEMO",
+    "loco_emodb": "nEMO+TurEV→EmoDB",
+    "loco_turev_db": "EmoDB+nEMO→TurEV",
 }
 #: the adaptation methods are the library's registry (edgeser.adapt.registry), one row each, keyed by the
 #: name their checkpoints carry ("mi-fuse" -> "mi_fuse"); this benchmark adds two reference rows and one variant
@@ -129,6 +141,22 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
     return sorted(out, key=lambda c: str(c.path))
 
 
+def recipe_for(config: type, recipe: dict) -> dict:
+    """The fields of ``recipe`` that the dataclass ``config`` has: a recipe sets a field for every training that
+    has it (``select`` or ``model`` for the source training only, ``reverb_prob`` for every method)."""
+    names = {f.name for f in fields(config)}
+    return {k: v for k, v in recipe.items() if k in names}
+
+
+def check_recipe(recipe: dict) -> dict:
+    """``recipe`` itself when each of its fields belongs to the source training's or a method's config."""
+    known = {f.name for c in [TrainConfig, *(s.config for s in ADAPT_METHODS.values())] for f in fields(c)}
+    unknown = sorted(set(recipe) - known)
+    if unknown:
+        raise SystemExit(f"error: no training has the recipe field(s) {', '.join(unknown)}")
+    return recipe
+
+
 # ------------------------------------------------------------------------------------- the benchmark
 
 
@@ -145,7 +173,7 @@ class Bench:
     ):
         self.mode, self.work, self.caps, self.onnx_check = mode, work, caps, onnx_check
         #: ``FitConfig`` fields set for the source training and every method alike (empty: library defaults)
-        self.recipe = dict(recipe or {})
+        self.recipe = check_recipe(dict(recipe or {}))
         self.adapt_epochs, self.source_epochs = adapt_epochs, source_epochs
         self.corpora = {name: corpus(name) for name in ("emodb", "nemo", "turev_db")}
         self.standins: dict[str, StandIn] = {}
@@ -166,10 +194,15 @@ class Bench:
         return None if self.caps is None else self.caps[key]
 
     def source_sets(self, src: str) -> tuple[list[Clip], list[Clip], dict]:
-        clips = self.corpora[src]
-        tr, va = source_split(clips)
-        train_c = cap([c for c in clips if c.speaker in tr], self.cap_n("source_train"))
-        val_c = cap([c for c in clips if c.speaker in va], self.cap_n("source_val"))
+        """Training and validation clips of the source ``src``: a corpus, or corpora joined by ``+`` (each split
+        and capped on its own)."""
+        train_c, val_c, tr, va = [], [], [], []
+        for name in src.split("+"):
+            clips = self.corpora[name]
+            t, v = source_split(clips)
+            train_c += cap([c for c in clips if c.speaker in t], self.cap_n("source_train"))
+            val_c += cap([c for c in clips if c.speaker in v], self.cap_n("source_val"))
+            tr, va = tr + t, va + v
         return train_c, val_c, {"train_speakers": tr, "val_speakers": va, "n_train": len(train_c), "n_val": len(val_c)}
 
     def target_sets(self, tgt: str) -> tuple[list[Clip], list[Clip], dict]:
@@ -205,7 +238,7 @@ class Bench:
             f"clips ({', '.join(info['val_speakers'])}), {self.source_epochs} epochs"
         )
         t0 = time.monotonic()
-        cfg = TrainConfig(**{**self.recipe, "epochs": self.source_epochs, "seed": seed})
+        cfg = TrainConfig(**{**recipe_for(TrainConfig, self.recipe), "epochs": self.source_epochs, "seed": seed})
         res = train(train_c, val_c, d / "model.pt", cfg, labels=LABELS)
         out = {
             **info,
@@ -301,7 +334,7 @@ class Bench:
         return {k: m[k] for k in ("n", "ua", "macro_f1", "wa", "per_class_recall", "confusion_matrix")}
 
     def run_one(self, transfer: str, seed: int, method: str) -> dict:
-        src, tgt, third = TRANSFERS[transfer]
+        src, tgt, third = ALL_TRANSFERS[transfer]
         out_json = self.results_dir / transfer / f"seed{seed}" / f"{method}.json"
         if out_json.exists():
             old = json.loads(out_json.read_text())
@@ -341,7 +374,7 @@ class Bench:
             spec, over = (
                 (ADAPT[method], {}) if method in ADAPT else (ADAPT_METHODS[VARIANTS[method][0]], VARIANTS[method][1])
             )
-            cfg = spec.config(**{**self.recipe, "epochs": ep, "seed": seed, **over})
+            cfg = spec.config(**{**recipe_for(spec.config, self.recipe), "epochs": ep, "seed": seed, **over})
             teacher = None
             if spec.needs_teacher:
                 lalm_adapt, _, _ = self.lalm_samples(transfer, adapt_c, test_c)

@@ -52,7 +52,7 @@ from .distributed import (
     whole_batch,
 )
 from .from_onnx import calibrate_batchnorm
-from .loader import Augmentation, TrainingBatches, iterate, plan_seeds, resolve_workers
+from .loader import Augmentation, Mix, TrainingBatches, iterate, plan_mix, plan_seeds, resolve_workers
 from .model import EmotionNet
 from .progress import Progress, log
 
@@ -214,7 +214,13 @@ class FitContext:
     world: World = field(default_factory=World)
     #: worker processes of the data pipeline (resolved: never None)
     workers: int = 0
+    #: the current batch's mixup (:class:`~edgeser.adapt.loader.Mix`), None when it is not mixed
+    mix: Mix | None = None
     _pass: tuple[int, tuple[np.ndarray, np.ndarray]] | None = field(default=None, repr=False)
+
+    def batch_rows(self, table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``table[idx]`` (per-clip targets, weights) for the current batch, mixed as its audio was."""
+        return table[idx] if self.mix is None else self.mix.rows(table, idx)
 
     def eval_pass(self) -> tuple[np.ndarray, np.ndarray]:
         """Whole clips in eval mode -> ``(bottleneck features [N, H], logits [N, C])`` of the current weights
@@ -240,6 +246,9 @@ class Method:
 
     name = "method"
     cfg: FitConfig
+    #: the loss reads its per-clip targets through :meth:`FitContext.batch_rows`, so its batches can be mixed
+    #: (mixup: a ``mixup`` field of its config, :func:`edgeser.adapt.loader.plan_mix`)
+    mixes: bool = False
     wavs: list[np.ndarray]
     #: ``(indices of labelled clips, their classes)`` for *reporting* target UA, or None
     report: tuple[np.ndarray, np.ndarray] | None = None
@@ -649,6 +658,9 @@ def _fit(
     )
     crop = int(cfg.crop_s * net.cfg.sample_rate)
     aug = augmentation_of(cfg, net.cfg.sample_rate)
+    mixup = float(getattr(cfg, "mixup", 0.0))  # only the configs of methods that mix have it
+    if mixup < 0 or (mixup > 0 and not method.mixes):
+        raise ValueError(f"mixup must be >= 0 and the method ({method.name}) must mix its targets, got {mixup}")
     amp = device.type == "cuda"
     epoch = start
     try:
@@ -669,12 +681,13 @@ def _fit(
                         continue
                     # every process draws the whole batch's seeds (the same everywhere), then keeps its share
                     idx, seeds = pool[pos], plan_seeds(rng, len(pos))
+                    mix = plan_mix(rng, idx, seeds, mixup) if mixup > 0 else None
                     if world.parallel:
                         mine = world.shard(np.arange(len(idx)))
-                        idx, seeds = idx[mine], seeds[mine]
-                    plan.append((idx, seeds))
+                        idx, seeds, mix = idx[mine], seeds[mine], None if mix is None else mix.shard(mine)
+                    plan.append((idx, seeds, mix))
                 data = TrainingBatches(ctx.wavs, plan, crop, net.cfg.receptive_field, aug)
-                for (idx, _), (x, lengths) in zip(plan, iterate(data, workers)):
+                for (idx, _, ctx.mix), (x, lengths) in zip(plan, iterate(data, workers)):
                     sched.before_step(opt, ctx.step, total)
                     x, lengths = x.to(device, non_blocking=True), lengths.to(device, non_blocking=True)
                     with torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
@@ -693,6 +706,7 @@ def _fit(
                     for k, v in {"loss": value, **parts}.items():
                         sums[k] = sums.get(k, 0.0) + float(v)
                     bar.update(1, loss=value)
+                ctx.mix = None
             keys = sorted(sums)  # the same parts in every process: average them over the processes
             record.update(zip(keys, mean_over([sums[k] / max(done, 1) for k in keys], world)))
             record["lr"] = max(float(g["lr"]) for g in opt.param_groups)

@@ -150,8 +150,49 @@ def plan_seeds(rng: np.random.Generator, n: int) -> np.ndarray:
     return rng.integers(0, 2**63 - 1, size=n, dtype=np.int64)
 
 
+def mix_pair(own: np.ndarray, partner: np.ndarray, lam: float) -> np.ndarray:
+    """``lam * own + (1 - lam) * partner``, both from their first sample, as long as the longer of the two
+    (mixup's input; the shorter one counts as silence past its end).
+
+    >>> mix_pair(np.ones(3, np.float32), np.zeros(5, np.float32), 0.75).tolist()
+    [0.75, 0.75, 0.75, 0.0, 0.0]
+    """
+    out = np.zeros(max(len(own), len(partner)), np.float32)
+    out[: len(own)] += np.float32(lam) * own
+    out[: len(partner)] += np.float32(1.0 - lam) * partner
+    return out
+
+
+@dataclass(frozen=True)
+class Mix:
+    """How the clips of one training batch are mixed (mixup): clip ``i`` with clip ``partner[i]`` (cropped
+    with ``partner_seed[i]``), weighted ``lam[i]`` and ``1 - lam[i]``."""
+
+    partner: np.ndarray
+    partner_seed: np.ndarray
+    lam: np.ndarray
+
+    def rows(self, table: np.ndarray, idx: np.ndarray) -> np.ndarray:
+        """``table[idx]`` mixed as the batch's audio was: ``lam * table[idx] + (1 - lam) * table[partner]``."""
+        lam = self.lam.reshape(-1, *([1] * (np.ndim(table) - 1))).astype(np.float32)
+        return (lam * table[idx] + (1 - lam) * table[self.partner]).astype(np.float32)
+
+    def shard(self, rows: np.ndarray) -> Mix:
+        """The mix of the batch rows ``rows`` (a data-parallel process's share)."""
+        return Mix(self.partner[rows], self.partner_seed[rows], self.lam[rows])
+
+
+def plan_mix(rng: np.random.Generator, idx: np.ndarray, seeds: np.ndarray, alpha: float) -> Mix:
+    """Mixup partners within the batch (a random permutation) and weights ``lam ~ Beta(alpha, alpha)`` folded
+    to ``>= 0.5``, so that each example stays mostly its own clip."""
+    perm = rng.permutation(len(idx))
+    lam = rng.beta(alpha, alpha, size=len(idx))
+    return Mix(idx[perm], seeds[perm], np.maximum(lam, 1.0 - lam))
+
+
 class TrainingBatches(Dataset):
-    """Item ``j``: batch ``j`` of ``plan`` (``(clip indices, their seeds)``) as ``(x [B, T], lengths [B])``."""
+    """Item ``j``: batch ``j`` of ``plan`` (``(clip indices, their seeds)`` or ``(clip indices, their seeds,
+    Mix)``) as ``(x [B, T], lengths [B])``."""
 
     def __init__(
         self,
@@ -167,8 +208,14 @@ class TrainingBatches(Dataset):
         return len(self.plan)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, seeds = self.plan[j]
+        idx, seeds, *mix = self.plan[j]
         chunk = [crop_clip(self.wavs[int(i)], self.crop, int(s), self.aug) for i, s in zip(idx, seeds)]
+        if mix and mix[0] is not None:
+            m = mix[0]
+            chunk = [
+                mix_pair(c, crop_clip(self.wavs[int(p)], self.crop, int(s), self.aug), float(lam))
+                for c, p, s, lam in zip(chunk, m.partner, m.partner_seed, m.lam)
+            ]
         return pad_batch(chunk, self.min_len)
 
 

@@ -116,6 +116,8 @@ class MIFuseConfig(FitConfig):
     #: a clip outside the LALM budget): "full" (1, as a clip every teacher answered) or "coverage" (the share
     #: of the teachers' reliability prior that answered it, :func:`edgeser.adapt.fusion.coverage_weights`)
     partial_weight: str = "full"
+    #: mixup of the student's crops and fused targets, as :class:`~edgeser.adapt.train.TrainConfig`'s (0: off)
+    mixup: float = 0.0
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
@@ -155,6 +157,8 @@ def _unique_names(teachers: Sequence[Teacher | MovingTeacher]) -> list[str]:
 
 class FusionMethod(AdaptMethod):
     """The student of MI-Fuse (and of LALM-SFUDA / self-training: the same loop with other teachers)."""
+
+    mixes = True
 
     def __init__(
         self,
@@ -398,8 +402,12 @@ class FusionMethod(AdaptMethod):
     def loss(
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        t = torch.from_numpy(self.targets[idx]).to(ctx.device)
-        w = None if self.clip_weights is None else torch.from_numpy(self.clip_weights[idx]).to(ctx.device)
+        t = torch.from_numpy(ctx.batch_rows(self.targets, idx)).to(ctx.device)
+        w = (
+            None
+            if self.clip_weights is None
+            else torch.from_numpy(ctx.batch_rows(self.clip_weights, idx)).to(ctx.device)
+        )
         ce = soft_cross_entropy(logits, t, sample_weights=w)
         div = diversity_loss(ctx.whole_batch(logits))
         loss = ce + self.cfg.diversity_weight * div

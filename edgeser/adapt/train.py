@@ -37,6 +37,12 @@ class TrainConfig(FitConfig):
     label_smoothing: float = 0.05
     balance: bool = True
     penalty_weight: float = 0.0
+    #: mixup: each training crop is mixed with another crop of its batch, ``lam ~ Beta(mixup, mixup)`` folded to
+    #: ``>= 0.5``, and its target alike (0: off)
+    mixup: float = 0.0
+    #: which epoch's weights the checkpoint holds: "best" (by validation UA, when there are validation clips)
+    #: or "last"
+    select: str = "best"
     seed: int = 0
     device: str | None = None
     model: dict = field(default_factory=dict)
@@ -69,6 +75,7 @@ class Supervised(Method):
     AdamW with a one-cycle schedule; the best epoch by validation UA."""
 
     name = "train"
+    mixes = True
 
     def __init__(
         self,
@@ -79,6 +86,8 @@ class Supervised(Method):
         targets: np.ndarray | None = None,
         penalty: np.ndarray | None = None,
     ):
+        if cfg.select not in ("best", "last"):
+            raise ValueError(f"select must be 'best' or 'last', got {cfg.select!r}")
         self.cfg = cfg
         self.clips, self.val_clips = list(train_clips), list(val_clips or [])
         self.labels = labels or labels_of(self.clips)
@@ -127,7 +136,7 @@ class Supervised(Method):
     def loss(
         self, ctx: FitContext, idx: np.ndarray, feats: torch.Tensor, logits: torch.Tensor
     ) -> tuple[torch.Tensor, dict[str, float]]:
-        t = torch.from_numpy(self.targets[idx]).to(ctx.device)
+        t = torch.from_numpy(ctx.batch_rows(self.targets, idx)).to(ctx.device)
         loss = soft_cross_entropy(logits, t, self.weights)
         if self.pen is not None and self.cfg.penalty_weight > 0:
             loss = loss + self.cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, self.pen)
@@ -136,6 +145,10 @@ class Supervised(Method):
     def end_epoch(self, ctx: FitContext, epoch: int, record: dict) -> float:
         if self.val_wavs is None:
             return float(epoch)
+        score = self._val_ua(ctx, record)
+        return float(epoch) if self.cfg.select == "last" else score
+
+    def _val_ua(self, ctx: FitContext, record: dict) -> float:
         val = self.val_wavs
         pred = map_rows(lambda ix: predict_probs(ctx.net, Subset(val, ix), ctx.device), len(val), ctx.world)
         pred = pred.argmax(axis=1)
