@@ -382,7 +382,11 @@ def _need_torch() -> None:
     help="Labelled manifest CSV (repeatable).",
 )
 @click.option(
-    "--val", "val_manifest", type=click.Path(), default=None, help="Validation manifest (best checkpoint by UA)."
+    "--val",
+    "val_manifest",
+    type=click.Path(),
+    default=None,
+    help="Validation manifest: its UA is reported every epoch (and picks the epoch with --select best).",
 )
 @click.option("--out", required=True, type=click.Path(dir_okay=False), help="Checkpoint to write (.pt).")
 @click.option("--labels", default=None, help="Comma-separated label set (default: the labels of the training data).")
@@ -409,6 +413,16 @@ def _need_torch() -> None:
     help="Clips per step (at least 2: batch norm cannot train on one clip).",
 )
 @click.option("--lr", type=float, default=3e-3, show_default=True)
+@click.option(
+    "--select",
+    type=click.Choice(["last", "best"]),
+    default="last",
+    show_default=True,
+    help="Checkpoint the last epoch, or the best by validation UA (needs --val).",
+)
+@click.option(
+    "--mixup", type=click.FloatRange(0.0), default=0.4, show_default=True, help="Mixup's Beta(a, a) parameter (0: off)."
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
 @_workers_option
@@ -423,6 +437,8 @@ def train(
     epochs,
     batch_size,
     lr,
+    select,
+    mixup,
     seed,
     device,
     workers,
@@ -445,15 +461,20 @@ def train(
         check_labels(val, label_set, "validation data")
         if any(c.label is None for c in val):
             _fail("every validation clip needs a label")
+    if select == "best" and not val:
+        _fail("--select best needs validation clips (--val)")
     cfg = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, penalty_weight=penalty_weight,
-        workers=workers,
+        workers=workers, select=select, mixup=mixup,
     )  # fmt: skip
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)
     best = res.best_val_ua
     if _is_main_process():
-        click.echo(f"wrote {res.model}" + (f" (best validation UA {best:.4f})" if best is not None else ""))
+        click.echo(
+            f"wrote {res.model}"
+            + (f" (epoch {res.summary['best_epoch']}, validation UA {best:.4f})" if best is not None else "")
+        )
 
 
 @cli.command()

@@ -60,6 +60,6 @@ def test_a_run_writes_its_averaged_weights_and_resumes_to_them(demo_clips_list, 
 
 def test_validation_scores_the_averaged_weights(demo_clips_list, tmp_path):
     # with validation clips the best epoch is chosen by the averaged network's UA: the checkpoint is that epoch's
-    res = train(demo_clips_list, demo_clips_list, tmp_path / "v.pt", cfg(epochs=3), progress=False)
+    res = train(demo_clips_list, demo_clips_list, tmp_path / "v.pt", cfg(epochs=3, select="best"), progress=False)
     uas = [h["val_ua"] for h in res.history]
     assert res.best_val_ua == max(uas) and np.isfinite(uas).all()

@@ -47,15 +47,16 @@ def test_training_skips_a_one_clip_batch(demo_clips_list, tmp_path):
 
 def test_training_resumes_to_the_same_weights_and_keeps_the_best_epoch(demo_clips_list, tmp_path):
     clips = demo_clips_list
-    full = train(clips, clips, tmp_path / "full.pt", tiny_train_cfg(), progress=False)
+    best_of = tiny_train_cfg(select="best")
+    full = train(clips, clips, tmp_path / "full.pt", best_of, progress=False)
 
     def stop(record):
         if record["epoch"] == 1:
             raise KeyboardInterrupt
 
     with pytest.raises(KeyboardInterrupt):
-        train(clips, clips, tmp_path / "cut.pt", tiny_train_cfg(), progress=False, on_epoch=stop)
-    res = train(clips, clips, tmp_path / "cut.pt", tiny_train_cfg(), progress=False)
+        train(clips, clips, tmp_path / "cut.pt", best_of, progress=False, on_epoch=stop)
+    res = train(clips, clips, tmp_path / "cut.pt", best_of, progress=False)
     assert [h["epoch"] for h in res.history] == [1, 2]
     a, b = weights(tmp_path / "full.pt"), weights(tmp_path / "cut.pt")
     assert all(torch.equal(a[k], b[k]) for k in a)
@@ -64,7 +65,7 @@ def test_training_resumes_to_the_same_weights_and_keeps_the_best_epoch(demo_clip
     # other training data (labels included: they are the supervision) -> a fresh run, not a resume
     relabelled = [dataclasses.replace(c, label="sad") for c in clips[:1]] + clips[1:]
     seen = []
-    train(relabelled, clips, tmp_path / "cut.pt", tiny_train_cfg(), progress=False, on_epoch=seen.append)
+    train(relabelled, clips, tmp_path / "cut.pt", best_of, progress=False, on_epoch=seen.append)
     assert [r["epoch"] for r in seen] == [1, 2]
 
 
@@ -74,7 +75,7 @@ def test_select_last_keeps_the_last_epoch_and_mixup_changes_the_steps(demo_clips
     assert last.summary["best_epoch"] == 3 and last.best_val_ua == last.history[-1]["val_ua"]
     assert all("val_ua" in h for h in last.history)  # validation is still measured and reported
     mixed = train(clips, None, tmp_path / "mixed.pt", tiny_train_cfg(mixup=0.4), progress=False)
-    plain = train(clips, None, tmp_path / "plain.pt", tiny_train_cfg(), progress=False)
+    plain = train(clips, None, tmp_path / "plain.pt", tiny_train_cfg(mixup=0.0), progress=False)
     assert mixed.history[0]["loss"] != plain.history[0]["loss"]
     a, b = weights(tmp_path / "mixed.pt"), weights(tmp_path / "plain.pt")
     assert any(not torch.equal(a[k], b[k]) for k in a)

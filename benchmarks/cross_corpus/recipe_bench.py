@@ -6,7 +6,7 @@ A recipe is a set of ``FitConfig`` fields used for the source training and every
 ``regime_bench.RECIPES``, ``default`` for the library defaults, or ``key=value,...``). Each recipe runs the
 regime benchmark (quick caps, library-default epochs) in its own work directory, ``--jobs`` recipes at a
 time: source only and the oracle ceiling (LALM-SFUDA on the true labels), then MI-Fuse with the
-``--mifuse-regimes`` stand-ins. Rows compare the recipes on the same seeds, transfers and splits; the
+``--mifuse-regimes`` stand-ins (LALM-SFUDA too: the baseline MI-Fuse must beat). Rows compare the recipes on the same seeds, transfers and splits; the
 paired difference to the first recipe (per seed and transfer) is the figure to read on a noisy benchmark.
 """
 
@@ -46,8 +46,11 @@ COLUMNS = [
     ("oracle", "source_only", "room", "Source only, room", "pairs"),
     ("oracle", "lalm_sfuda", "ua", "Oracle ceiling", "pairs"),
     ("weak", "mi_fuse", "ua", "MI-Fuse (weak LALM)", "pairs"),
+    ("weak", "lalm_sfuda", "ua", "LALM-SFUDA (weak)", "pairs"),
     ("mid", "mi_fuse", "ua", "MI-Fuse (mid LALM)", "pairs"),
+    ("mid", "lalm_sfuda", "ua", "LALM-SFUDA (mid)", "pairs"),
     ("strong", "mi_fuse", "ua", "MI-Fuse (strong LALM)", "pairs"),
+    ("strong", "lalm_sfuda", "ua", "LALM-SFUDA (strong)", "pairs"),
     ("strong", "mi_fuse", "telephone", "MI-Fuse (strong), telephone", "pairs"),
 ]
 
@@ -61,7 +64,7 @@ def bench_commands(spec: str, work: Path, seeds: list[int], mifuse_regimes: list
     loco = ["--transfers", *LOCO_TRANSFERS]
     cmds.append(base + ["--regimes", "oracle", "--methods", "source_only", *loco, *rec, *tables])
     if mifuse_regimes:
-        cmds.append(base + ["--regimes", *mifuse_regimes, "--methods", "mi_fuse", *rec, *tables])
+        cmds.append(base + ["--regimes", *mifuse_regimes, "--methods", "mi_fuse", "lalm_sfuda", *rec, *tables])
     return cmds
 
 

@@ -110,8 +110,9 @@ def register_variants() -> None:
 
 #: training recipes to compare side by side (``--recipe NAME``): FitConfig fields for every training of a run
 RECIPES: dict[str, dict] = {
-    # edgeser 0.1's: no speed perturbation, room or telephone channel, the last weights (no averaging)
-    "v0.1": {"speed_prob": 0.0, "reverb_prob": 0.0, "band_prob": 0.0, "average": 0.0},
+    # edgeser 0.1's: no speed perturbation, room or telephone channel, the last weights (no averaging); the source
+    # checkpoint chosen by validation UA, no mixup
+    "v0.1": {"speed_prob": 0.0, "reverb_prob": 0.0, "band_prob": 0.0, "average": 0.0, "select": "best", "mixup": 0.0},
 }
 
 

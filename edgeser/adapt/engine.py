@@ -135,7 +135,7 @@ class FitResult:
         ua = self.final_target_ua
         lines = [
             f"wrote {self.model} ({self.method}, {self.summary.get('train_clips')} clips, {self.epochs} epochs)"
-            + (f"; best validation UA {self.best_val_ua:.4f}" if self.best_val_ua is not None else "")
+            + (f"; validation UA {self.best_val_ua:.4f}" if self.best_val_ua is not None else "")
             + (f"; UA on the labelled target clips (reporting only): {ua:.4f}" if ua is not None else "")
         ]
         lines += [f"warning: {n}" for n in self.summary.get("notes", [])]
