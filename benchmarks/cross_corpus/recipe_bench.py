@@ -2,12 +2,14 @@
 
     python benchmarks/cross_corpus/recipe_bench.py --recipe v0.1 --recipe default --work /tmp/recipes --jobs 2
 
-A recipe is a set of ``FitConfig`` fields used for the source training and every method alike (a name of
-``regime_bench.RECIPES``, ``default`` for the library defaults, or ``key=value,...``). Each recipe runs the
-regime benchmark (quick caps, library-default epochs) in its own work directory, ``--jobs`` recipes at a
-time: source only and the oracle ceiling (LALM-SFUDA on the true labels), then MI-Fuse with the
-``--mifuse-regimes`` stand-ins (LALM-SFUDA too: the baseline MI-Fuse must beat). Rows compare the recipes on the same seeds, transfers and splits; the
-paired difference to the first recipe (per seed and transfer) is the figure to read on a noisy benchmark.
+A recipe is a set of training-config fields, each set for every training whose config has it (``select`` and
+``mixup`` for the source training, ``reverb_prob`` for it and every method): a name of ``regime_bench.RECIPES``,
+``default`` for the library defaults, or ``key=value,...``. Each recipe runs the regime benchmark (quick caps,
+library-default epochs) in its own work directory, ``--jobs`` recipes at a time: source only (from one corpus,
+and leave-one-corpus-out from the other two) and the oracle ceiling (LALM-SFUDA on the true labels), then MI-Fuse
+and LALM-SFUDA with the ``--mifuse-regimes`` stand-ins. Rows compare the recipes on the same seeds, transfers
+and splits; the paired difference to the first recipe (per seed and transfer) is the figure to read on a noisy
+benchmark.
 """
 
 from __future__ import annotations
@@ -242,7 +244,7 @@ Command: `{command}`; git {str(m.get("git_commit", "?"))[:7]}; {m.get("cpu", "?"
 {", ".join(TRANSFER_TITLES[t] for t in transfers)}; library-default epochs; at most 300 source-training, 100
 source-validation, 200 adaptation and 240 test clips per transfer (the regime benchmark's quick caps).
 
-Recipes (FitConfig fields for the source training and every method):
+Recipes (training-config fields, each for every training whose config has it):
 {specs}
 
 ## Test-half UA (%), mean over the transfers ± std over seeds (max: the largest per-transfer seed std); after
