@@ -55,7 +55,7 @@ def test_crop_clip_draws_from_its_seed_alone():
 def test_workers_make_the_same_batches(clips):
     store = load_clips(clips, 16000, progress=False, store="disk")
     rng = np.random.default_rng(0)
-    plan = [(np.array([0, 3, 5]), plan_seeds(rng, 3)), (np.array([7, 1]), plan_seeds(rng, 2))]
+    plan = [(np.array([0, 3, 5]), plan_seeds(rng, 3), None), (np.array([7, 1]), plan_seeds(rng, 2), None)]
     data = TrainingBatches(store, plan, 8000, 400, Augmentation())
     here = list(iterate(data, workers=0))
     there = list(iterate(data, workers=2))
@@ -105,7 +105,7 @@ def test_mixup_mixes_the_audio_and_the_targets_alike(clips):
         other = crop_clip(wavs[m.partner[row]], 8000, int(m.partner_seed[row]), None)
         lam = float(m.lam[row])
         assert np.allclose(x[row, : len(own)].numpy(), lam * own + (1 - lam) * other[: len(own)], atol=1e-6)
-    plain, _ = TrainingBatches(wavs, [(idx, seeds)], 8000, 400, None)[0]
+    plain, _ = TrainingBatches(wavs, [(idx, seeds, None)], 8000, 400, None)[0]
     assert not torch.equal(plain, x)
     half = m.shard(np.array([1, 3]))
     assert half.partner.tolist() == m.partner[[1, 3]].tolist() and half.lam.tolist() == m.lam[[1, 3]].tolist()

@@ -191,8 +191,8 @@ def plan_mix(rng: np.random.Generator, idx: np.ndarray, seeds: np.ndarray, alpha
 
 
 class TrainingBatches(Dataset):
-    """Item ``j``: batch ``j`` of ``plan`` (``(clip indices, their seeds)`` or ``(clip indices, their seeds,
-    Mix)``) as ``(x [B, T], lengths [B])``."""
+    """Item ``j``: batch ``j`` of ``plan`` (``(clip indices, their seeds, Mix or None)``) as ``(x [B, T],
+    lengths [B])``."""
 
     def __init__(
         self,
@@ -208,13 +208,12 @@ class TrainingBatches(Dataset):
         return len(self.plan)
 
     def __getitem__(self, j: int) -> tuple[torch.Tensor, torch.Tensor]:
-        idx, seeds, *mix = self.plan[j]
+        idx, seeds, mix = self.plan[j]
         chunk = [crop_clip(self.wavs[int(i)], self.crop, int(s), self.aug) for i, s in zip(idx, seeds)]
-        if mix and mix[0] is not None:
-            m = mix[0]
+        if mix is not None:
             chunk = [
                 mix_pair(c, crop_clip(self.wavs[int(p)], self.crop, int(s), self.aug), float(lam))
-                for c, p, s, lam in zip(chunk, m.partner, m.partner_seed, m.lam)
+                for c, p, s, lam in zip(chunk, mix.partner, mix.partner_seed, mix.lam)
             ]
         return pad_batch(chunk, self.min_len)
 
