@@ -104,7 +104,10 @@ def test_mixup_mixes_the_audio_and_the_targets_alike(clips):
         own = crop_clip(wavs[idx[row]], 8000, int(seeds[row]), None)
         other = crop_clip(wavs[m.partner[row]], 8000, int(m.partner_seed[row]), None)
         lam = float(m.lam[row])
-        assert np.allclose(x[row, : len(own)].numpy(), lam * own + (1 - lam) * other[: len(own)], atol=1e-6)
+        n = min(len(own), len(other))
+        assert lengths[row] == len(own)  # the mix spans the clip's own crop, never the partner's longer one
+        assert np.allclose(x[row, :n].numpy(), lam * own[:n] + (1 - lam) * other[:n], atol=1e-6)
+        assert np.allclose(x[row, n : len(own)].numpy(), lam * own[n:], atol=1e-6)
     plain, _ = TrainingBatches(wavs, [(idx, seeds, None)], 8000, 400, None)[0]
     assert not torch.equal(plain, x)
     half = m.shard(np.array([1, 3]))

@@ -151,15 +151,18 @@ def plan_seeds(rng: np.random.Generator, n: int) -> np.ndarray:
 
 
 def mix_pair(own: np.ndarray, partner: np.ndarray, lam: float) -> np.ndarray:
-    """``lam * own + (1 - lam) * partner``, both from their first sample, as long as the longer of the two
-    (mixup's input; the shorter one counts as silence past its end).
+    """``lam * own + (1 - lam) * partner`` over ``own``'s span (mixup's input): the partner is cut to that length
+    (or is silence past its own end), so that a short clip (a single word) mixed with a long one is still mostly
+    itself wherever the model pools.
 
     >>> mix_pair(np.ones(3, np.float32), np.zeros(5, np.float32), 0.75).tolist()
-    [0.75, 0.75, 0.75, 0.0, 0.0]
+    [0.75, 0.75, 0.75]
+    >>> mix_pair(np.zeros(4, np.float32), np.ones(2, np.float32), 0.5).tolist()
+    [0.5, 0.5, 0.0, 0.0]
     """
-    out = np.zeros(max(len(own), len(partner)), np.float32)
-    out[: len(own)] += np.float32(lam) * own
-    out[: len(partner)] += np.float32(1.0 - lam) * partner
+    out = np.float32(lam) * own.astype(np.float32)
+    n = min(len(own), len(partner))
+    out[:n] += np.float32(1.0 - lam) * partner[:n]
     return out
 
 
