@@ -85,6 +85,10 @@ def test_train_export_evaluate_roundtrip(tmp_path):
         check_rc=0,
     )
     assert "resuming" in r.stderr
+    # the last epoch is kept by default, the validation UA is reported; --select best needs validation clips
+    assert "(epoch 1, validation UA" in r.stdout
+    best = run("train", "--train", demo_manifest(), "--out", tmp_path / "b.pt", "--select", "best", check_rc=1)
+    assert best.stderr.strip() == "error: --select best needs validation clips (--val)"
     r = run("export", pt, "-o", onnx_path, check_rc=0)
     assert "parity" in r.stdout and onnx_path.exists()
     for model in (onnx_path, pt):
