@@ -681,8 +681,9 @@ PROTOCOL_MD = """\
   angry, happy, neutral, sad. TurEV-DB has no neutral class: its UA and macro-F1 average over the three
   classes it has (`edgeser.metrics`); predicting neutral there is simply a miss.
 * **Source model**: `edgeser.adapt.train.train` ({source_epochs_md}) on the source corpus
-  only. The last speaker (by id) of each gender is held out of training and used only to pick the best epoch
-  by validation UA ({val_speakers}). One source checkpoint per (source corpus, seed) serves
+  only. The last speaker (by id) of each gender is held out of training as validation ({val_speakers}): its UA
+  is reported, and picks the epoch kept only with `select="best"` (the default keeps the last). One source
+  checkpoint per (source corpus, seed) serves
   every method of both transfers from that corpus.
 * **Target split**: the target's speakers, sorted by (gender, id), are assigned alternately to an
   *adaptation* half (first) and a *test* half; this keeps the genders balanced ({target_speakers}; TurEV-DB

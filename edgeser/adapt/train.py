@@ -23,12 +23,9 @@ from .model import EmotionNet, ModelConfig
 
 @dataclass
 class TrainConfig(FitConfig):
-    """Settings of :func:`train` (defaults are what the bundled model was trained with).
-
-    ``select="last"`` and ``mixup=0.4`` since 0.2: side by side on the cross-corpus benchmark (quick caps, 3 seeds
-    x 4 transfers) they raised source-only UA on the unseen corpus by 4.6 points, the oracle ceiling by 3.3,
-    and cut the largest per-transfer seed std of source-only UA from 7.4 to 2.3 points; picking the epoch by
-    the validation speakers of the *source* corpus chose by noise (benchmarks/cross_corpus/results_recipe_quick.md)."""
+    """Settings of :func:`train`. ``select="last"`` and ``mixup=0.4`` since 0.2: from a few hundred clips of one
+    corpus they gave steadier and better source models on other corpora (measured in docs/ADAPTATION.md, "The
+    source model"); the bundled model keeps 0.1's recipe (``benchmarks/default_model/recipe.py``)."""
 
     epochs: int = 30
     batch_size: int = 32
