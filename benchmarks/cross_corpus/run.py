@@ -172,7 +172,7 @@ class Bench:
         recipe: dict | None = None,
     ):
         self.mode, self.work, self.caps, self.onnx_check = mode, work, caps, onnx_check
-        #: ``FitConfig`` fields set for the source training and every method alike (empty: library defaults)
+        #: training-config fields, each set for every training whose config has it (empty: library defaults)
         self.recipe = check_recipe(dict(recipe or {}))
         self.adapt_epochs, self.source_epochs = adapt_epochs, source_epochs
         self.corpora = {name: corpus(name) for name in ("emodb", "nemo", "turev_db")}

@@ -5,8 +5,8 @@ speakers held out, export to ONNX, evaluate per corpus on the held-out test spea
     python benchmarks/default_model/recipe.py --leave-out nemo       # leave-one-corpus-out: the other two only
 
 Splits (by speaker, fixed): per corpus some speakers are *test* (reported, never seen in training),
-some *validation* (their UA is reported every epoch; the library default keeps the last epoch), the rest
-train. Writes runs/default_model/*, edgeser/runtime/default_model/edgeser-default.onnx and
+some *validation* (their UA is reported every epoch and, in the shipped recipe, picks the epoch kept), the
+rest train. Writes runs/default_model/*, edgeser/runtime/default_model/edgeser-default.onnx and
 benchmarks/default_model/results.{json,md}. With ``--leave-out CORPUS`` the model is trained on the other
 two corpora (training and validation speakers as above) and scored on every clip of CORPUS, a corpus it
 never heard (a new domain, as a user's audio is): ``benchmarks/default_model/loco_CORPUS.json`` and
