@@ -8,6 +8,7 @@ import pytest
 from edgeser.adapt.fusion import (
     DEFAULT_METHOD,
     DEFAULT_TAU,
+    class_prior,
     coverage_weights,
     entropy,
     fuse,
@@ -207,3 +208,13 @@ def test_coverage_weights_by_hand():
             coverage_weights(covers, bad)
     with pytest.raises(ValueError, match="covers"):
         coverage_weights(np.ones(3, bool))
+
+
+def test_class_prior_is_the_mean_target_with_a_uniform_floor():
+    t = np.array([[0.6, 0.4, 0.0], [1.0, 0.0, 0.0], [NAN, NAN, NAN]])  # mean of the labelled rows: (0.8, 0.2, 0)
+    assert class_prior(t, floor=0.0) == pytest.approx([0.8, 0.2, 0.0])
+    assert class_prior(t, floor=0.3) == pytest.approx([0.7 * 0.8 + 0.1, 0.7 * 0.2 + 0.1, 0.1])
+    assert class_prior(t).sum() == pytest.approx(1.0) and class_prior(t).min() > 0  # default floor keeps every class
+    assert class_prior(np.full((2, 4), NAN)) == pytest.approx([0.25] * 4)  # nothing labelled: uniform
+    with pytest.raises(ValueError, match="floor"):
+        class_prior(t, floor=1.5)

@@ -27,3 +27,17 @@ def test_diversity_loss_is_minus_the_entropy_of_the_batch_mean():
     collapsed = torch.log(torch.tensor([[0.9, 0.1], [0.9, 0.1]]))
     assert diversity_loss(balanced).item() == pytest.approx(-math.log(2), abs=1e-6)
     assert diversity_loss(collapsed).item() == pytest.approx(0.9 * math.log(0.9) + 0.1 * math.log(0.1), abs=1e-6)
+
+
+def test_diversity_loss_with_a_class_prior_is_the_kl_to_it():
+    batch = torch.log(torch.tensor([[0.9, 0.1], [0.5, 0.5]]))  # batch mean (0.7, 0.3)
+    kl = 0.7 * math.log(0.7 / 0.8) + 0.3 * math.log(0.3 / 0.2)
+    assert diversity_loss(batch, torch.tensor([0.8, 0.2])).item() == pytest.approx(kl, abs=1e-6)
+    # a uniform prior: the negative entropy shifted by log C, so the same gradients as no prior
+    assert diversity_loss(batch, torch.tensor([0.5, 0.5])).item() == pytest.approx(
+        diversity_loss(batch).item() + math.log(2), abs=1e-6
+    )
+    # the batch that matches the prior costs nothing
+    assert diversity_loss(torch.log(torch.tensor([[0.8, 0.2]])), torch.tensor([0.8, 0.2])).item() == pytest.approx(
+        0.0, abs=1e-6
+    )

@@ -370,3 +370,38 @@ def test_partial_weight_coverage_weighs_clips_by_the_trust_that_answered(source,
     assert not same(weights(tmp_path / "cov.pt"), weights(tmp_path / "full.pt"))
     with pytest.raises(ValueError, match="partial_weight"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(partial_weight="half"), progress=False)
+
+
+def test_diversity_prior_teachers_is_fixed_on_the_first_fused_labels_and_resumes(source, clips, tmp_path):
+    """diversity_prior="teachers": the diversity loss pulls toward the class shares of epoch 1's fused labels
+    (an LALM that never says "sad" gives "sad" only the floor), reported every epoch, kept in the training state
+    and the same after a resume; the run differs from the uniform one; a bad value is refused."""
+    said = ["neutral" if c.label == "sad" else c.label for c in clips]
+    lalm = np.zeros((len(clips), 5, len(LABELS)))
+    for i, lab in enumerate(said):
+        lalm[i, :, LABELS.index(lab)] = 1.0
+    c = cfg(diversity_prior="teachers")
+    teachers = lambda: lalm_teacher(lalm)  # noqa: E731
+    full = sfuda_adapt(source, clips, teachers(), tmp_path / "full.pt", c, progress=False)
+    priors = [r["class_prior"] for r in full.history]
+    assert priors[0] == priors[1]
+    floor = 0.1 / len(LABELS)
+    assert priors[0] == pytest.approx({lab: 0.9 * said.count(lab) / len(clips) + floor for lab in LABELS})
+    assert priors[0]["sad"] == pytest.approx(floor)
+
+    def stop(record):
+        if record["epoch"] == 1:
+            raise KeyboardInterrupt
+
+    out = tmp_path / "cut.pt"
+    with pytest.raises(KeyboardInterrupt):
+        sfuda_adapt(source, clips, teachers(), out, c, progress=False, on_epoch=stop)
+    res = sfuda_adapt(source, clips, teachers(), out, c, progress=False)
+    assert res.history[1]["class_prior"] == priors[1]
+    assert same(weights(out), weights(tmp_path / "full.pt"))
+
+    uniform = sfuda_adapt(source, clips, teachers(), tmp_path / "uni.pt", cfg(), progress=False)
+    assert "class_prior" not in uniform.history[0]
+    assert not same(weights(tmp_path / "uni.pt"), weights(tmp_path / "full.pt"))
+    with pytest.raises(ValueError, match="diversity_prior"):
+        sfuda_adapt(source, clips, teachers(), tmp_path / "x.pt", cfg(diversity_prior="zipf"), progress=False)

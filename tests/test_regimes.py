@@ -88,3 +88,17 @@ def test_failure_modes_in_answers(name: str) -> None:
     named = [w for w in words if w in LABELS]
     assert abs(np.mean([w == "happy" for w in named]) - reg.vote_purity) < 0.03
     assert regimes.sample_answers(1, True, LABELS, reg, 3, rng) == [regimes.REFUSAL] * 3
+
+
+def test_a_source_prefixed_recipe_field_reaches_the_source_training_only() -> None:
+    spec = importlib.util.spec_from_file_location("cc_run", REPO / "benchmarks" / "cross_corpus" / "run.py")
+    run = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(run)  # type: ignore[union-attr]
+    from edgeser.adapt.mifuse import MIFuseConfig
+    from edgeser.adapt.train import TrainConfig
+
+    recipe = run.check_recipe({"source.reverb_prob": 0.3, "reverb_prob": 0.1, "mixup": 0.0})
+    assert run.recipe_for(TrainConfig, recipe, source=True) == {"reverb_prob": 0.3, "mixup": 0.0}
+    assert run.recipe_for(MIFuseConfig, recipe) == {"reverb_prob": 0.1, "mixup": 0.0}
+    with pytest.raises(SystemExit, match="source.tau"):
+        run.check_recipe({"source.tau": 1.0})  # a method's field, not the source training's

@@ -141,16 +141,25 @@ def cap(clips: list[Clip], n: int | None) -> list[Clip]:
     return sorted(out, key=lambda c: str(c.path))
 
 
-def recipe_for(config: type, recipe: dict) -> dict:
+#: a recipe key with this prefix sets its field for the source training only (``source.reverb_prob=0.3``)
+SOURCE_ONLY = "source."
+
+
+def recipe_for(config: type, recipe: dict, source: bool = False) -> dict:
     """The fields of ``recipe`` that the dataclass ``config`` has: a recipe sets a field for every training that
-    has it (``select`` or ``model`` for the source training only, ``reverb_prob`` for every method)."""
+    has it (``select`` or ``model`` for the source training only, ``reverb_prob`` for every method); a
+    ``source.``-prefixed key only when ``source`` (the source training), where it wins over the plain key."""
     names = {f.name for f in fields(config)}
-    return {k: v for k, v in recipe.items() if k in names}
+    plain = {k: v for k, v in recipe.items() if k in names}
+    if source:
+        plain.update({k[len(SOURCE_ONLY) :]: v for k, v in recipe.items() if k.startswith(SOURCE_ONLY)})
+    return plain
 
 
 def check_recipe(recipe: dict) -> dict:
     """``recipe`` itself when each of its fields belongs to the source training's or a method's config."""
     known = {f.name for c in [TrainConfig, *(s.config for s in ADAPT_METHODS.values())] for f in fields(c)}
+    known |= {SOURCE_ONLY + f.name for f in fields(TrainConfig)}
     unknown = sorted(set(recipe) - known)
     if unknown:
         raise SystemExit(f"error: no training has the recipe field(s) {', '.join(unknown)}")
@@ -238,7 +247,9 @@ class Bench:
             f"clips ({', '.join(info['val_speakers'])}), {self.source_epochs} epochs"
         )
         t0 = time.monotonic()
-        cfg = TrainConfig(**{**recipe_for(TrainConfig, self.recipe), "epochs": self.source_epochs, "seed": seed})
+        cfg = TrainConfig(
+            **{**recipe_for(TrainConfig, self.recipe, source=True), "epochs": self.source_epochs, "seed": seed}
+        )
         res = train(train_c, val_c, d / "model.pt", cfg, labels=LABELS)
         out = {
             **info,

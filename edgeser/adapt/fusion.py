@@ -29,6 +29,8 @@ DEFAULT_EPS = 0.05
 UNCERTAINTIES = ("entropy", "mi")
 DEFAULT_UNCERTAINTY = "entropy"
 DEFAULT_RELATIVE = True
+#: share of the uniform distribution mixed into a class prior estimated from teachers' labels
+DEFAULT_PRIOR_FLOOR = 0.1
 
 
 def entropy(p: np.ndarray, axis: int = -1) -> np.ndarray:
@@ -187,6 +189,28 @@ def coverage_weights(covers: np.ndarray, prior: np.ndarray | None = None) -> np.
     if p.shape != (t,) or not np.all(np.isfinite(p)) or np.any(p < 0) or p.sum() <= 0:
         raise ValueError(f"prior must be {t} non-negative numbers with a positive sum, got {prior!r}")
     return covers @ (p / p.sum())
+
+
+def class_prior(targets: np.ndarray, floor: float = DEFAULT_PRIOR_FLOOR) -> np.ndarray:
+    """``(C,)`` class prior from soft targets ``(N, C)`` (NaN rows, clips no teacher labelled, are left out):
+    their mean, mixed with the uniform distribution by ``floor`` so that every class keeps at least
+    ``floor / C``; uniform when no row is finite.
+
+    >>> class_prior(np.array([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0], [np.nan, np.nan, np.nan]]), floor=0.3).round(3)
+    array([0.45, 0.45, 0.1 ])
+    """
+    t = np.asarray(targets, np.float64)
+    if t.ndim != 2 or t.shape[1] == 0:
+        raise ValueError(f"targets must be (N, C) with C >= 1, got shape {t.shape}")
+    if not 0.0 <= floor <= 1.0:
+        raise ValueError(f"floor must be in [0, 1], got {floor}")
+    c = t.shape[1]
+    rows = t[np.all(np.isfinite(t), axis=1)]
+    if len(rows) == 0:
+        return np.full(c, 1.0 / c)
+    mean = np.clip(rows, 0.0, None).mean(axis=0)
+    mean = mean / mean.sum() if mean.sum() > 0 else np.full(c, 1.0 / c)
+    return (1.0 - floor) * mean + floor / c
 
 
 def sharpen(target: np.ndarray, temperature: float) -> np.ndarray:

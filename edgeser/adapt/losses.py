@@ -30,11 +30,16 @@ def cooccurrence_penalty_loss(logits: torch.Tensor, targets: torch.Tensor, penal
     return torch.einsum("ni,ij,nj->n", targets.float(), penalty.float(), p).mean()
 
 
-def diversity_loss(logits: torch.Tensor) -> torch.Tensor:
+def diversity_loss(logits: torch.Tensor, prior: torch.Tensor | None = None) -> torch.Tensor:
     """Negative entropy of the batch-mean prediction (``sum_c pbar_c log pbar_c``): minimising it keeps
-    the student from collapsing onto one class."""
+    the student from collapsing onto one class, toward equal classes. With a class ``prior`` (a
+    distribution over the classes) it is ``KL(pbar || prior) = sum_c pbar_c log(pbar_c / prior_c)``,
+    which pulls the batch toward that prior instead (for a uniform prior: the negative entropy + log C)."""
     pbar = torch.softmax(logits.float(), dim=1).mean(dim=0)
-    return (pbar * torch.log(pbar + 1e-8)).sum()
+    logp = torch.log(pbar + 1e-8)
+    if prior is None:
+        return (pbar * logp).sum()
+    return (pbar * (logp - torch.log(prior.float().to(pbar.device)))).sum()
 
 
 def entropy(logits: torch.Tensor) -> torch.Tensor:

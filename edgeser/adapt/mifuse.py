@@ -45,6 +45,7 @@ from .fusion import (
     DEFAULT_TAU,
     DEFAULT_UNCERTAINTY,
     Fused,
+    class_prior,
     coverage_weights,
     fuse,
     fusion_stats,
@@ -61,6 +62,7 @@ from .teachers.classifier import EMATeacher, ema_update
 
 RELIABILITY = ("none", "referee")
 PARTIAL_WEIGHTS = ("full", "coverage")
+DIVERSITY_PRIORS = ("uniform", "teachers")
 #: a fixed teacher whose labels agree with their own referee below this kappa is reported as unreliable
 UNRELIABLE_KAPPA = 0.1
 
@@ -96,6 +98,10 @@ class MIFuseConfig(FitConfig):
     #: temperature applied to the fused target (1 = none, < 1 sharpens)
     sharpen: float = 1.0
     diversity_weight: float = 1.0
+    #: what the diversity loss pulls the student's batch-mean prediction toward: "uniform" (equal classes) or
+    #: "teachers" (the class shares of the first epoch's fused labels, :func:`edgeser.adapt.fusion.class_prior`:
+    #: a target domain that lacks a class, or is mostly one, is not forced to equal shares)
+    diversity_prior: str = "uniform"
     #: weight of the co-occurrence penalty loss; the penalty matrix comes from the co-occurrence of
     #: emotions in the fixed teachers' K answers per clip (their synthetic votes); 0 = off
     penalty_weight: float = 0.0
@@ -128,6 +134,8 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if cfg.partial_weight not in PARTIAL_WEIGHTS:
         raise ValueError(f"partial_weight must be one of {', '.join(PARTIAL_WEIGHTS)}, got {cfg.partial_weight!r}")
+    if cfg.diversity_prior not in DIVERSITY_PRIORS:
+        raise ValueError(f"diversity_prior must be one of {', '.join(DIVERSITY_PRIORS)}, got {cfg.diversity_prior!r}")
     if cfg.lalm_target not in ("soft", "hard"):
         raise ValueError(f"lalm_target must be 'soft' or 'hard', got {cfg.lalm_target!r}")
     if isinstance(cfg.k_lalm, bool) or not isinstance(cfg.k_lalm, int) or cfg.k_lalm < 1:
@@ -293,6 +301,8 @@ class FusionMethod(AdaptMethod):
             self.penalty = torch.from_numpy(cooccurrence_penalty(votes).astype(np.float32)).to(device)
         self.referee = self._referee(student, device)
         self.kappas: np.ndarray | None = None
+        #: the diversity loss's class prior (None: uniform), fixed on the first epoch's fused labels
+        self.class_prior: np.ndarray | None = None
         return student
 
     def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
@@ -382,7 +392,12 @@ class FusionMethod(AdaptMethod):
             raise EdgeserError(
                 f"{self.name}: only {len(covered)} target clips have a teacher label: nothing to adapt on"
             )
+        if cfg.diversity_prior == "teachers" and self.class_prior is None:
+            # from the teachers as they start, like the kappas: later the EMA teacher has learnt from the student
+            self.class_prior = class_prior(self.targets[covered])
         info = {"trained_clips": int(len(covered)), "fusion": fusion_stats(self.fused, self.names)}
+        if self.class_prior is not None:
+            info["class_prior"] = dict(zip(self.labels, map(float, self.class_prior)))
         if reliability is not None:
             info["reliability"] = reliability
         if self.clip_weights is not None:
@@ -409,7 +424,8 @@ class FusionMethod(AdaptMethod):
             else torch.from_numpy(ctx.batch_rows(self.clip_weights, idx)).to(ctx.device)
         )
         ce = soft_cross_entropy(logits, t, sample_weights=w)
-        div = diversity_loss(ctx.whole_batch(logits))
+        prior = None if self.class_prior is None else torch.from_numpy(self.class_prior)
+        div = diversity_loss(ctx.whole_batch(logits), prior)
         loss = ce + self.cfg.diversity_weight * div
         if self.penalty is not None:
             loss = loss + self.cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, self.penalty)
@@ -454,12 +470,14 @@ class FusionMethod(AdaptMethod):
         return {
             "teachers": {self.names[i]: self.teachers[i].state_dict() for i in self.moving},
             "kappas": self.kappas,
+            "class_prior": self.class_prior,
         }
 
     def load_state_dict(self, state: dict, device: torch.device) -> None:
         for i in self.moving:
             self.teachers[i].load_state_dict(state["teachers"][self.names[i]], device)
         self.kappas = state.get("kappas")
+        self.class_prior = state.get("class_prior")
 
 
 def mifuse_adapt(
