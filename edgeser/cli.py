@@ -423,6 +423,20 @@ def _need_torch() -> None:
 @click.option(
     "--mixup", type=click.FloatRange(0.0), default=0.4, show_default=True, help="Mixup's Beta(a, a) parameter (0: off)."
 )
+@click.option(
+    "--reverb-prob",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.3,
+    show_default=True,
+    help="Share of training crops through a synthetic room (0: off).",
+)
+@click.option(
+    "--band-prob",
+    type=click.FloatRange(0.0, 1.0),
+    default=0.2,
+    show_default=True,
+    help="Share of training crops through an 8 kHz telephone channel (0: off).",
+)
 @click.option("--seed", type=int, default=0, show_default=True)
 @click.option("--device", default=None, help="cpu, cuda, cuda:1 ... (default: CUDA when available).")
 @_workers_option
@@ -439,6 +453,8 @@ def train(
     lr,
     select,
     mixup,
+    reverb_prob,
+    band_prob,
     seed,
     device,
     workers,
@@ -465,7 +481,7 @@ def train(
         _fail("--select best needs validation clips (--val)")
     cfg = TrainConfig(
         epochs=epochs, batch_size=batch_size, lr=lr, seed=seed, device=device, penalty_weight=penalty_weight,
-        workers=workers, select=select, mixup=mixup,
+        workers=workers, select=select, mixup=mixup, reverb_prob=reverb_prob, band_prob=band_prob,
     )  # fmt: skip
     clips, t, penalty = build_targets(clips, label_set, targets, cfg.label_smoothing, with_penalty=penalty_weight > 0)
     res = run_train(clips, val, out, cfg, labels=label_set, targets=t, penalty=penalty, resume=not fresh)

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+from edgeser.adapt.checkpoint import read_checkpoint
 from edgeser.demo import demo_clips, demo_manifest
 
 
@@ -89,6 +90,17 @@ def test_train_export_evaluate_roundtrip(tmp_path):
     assert "(epoch 1, validation UA" in r.stdout
     best = run("train", "--train", demo_manifest(), "--out", tmp_path / "b.pt", "--select", "best", check_rc=1)
     assert best.stderr.strip() == "error: --select best needs validation clips (--val)"
+    # room and telephone augmentation are on by default and each can be turned off
+    assert {k: read_checkpoint(pt)["summary"]["config"][k] for k in ("reverb_prob", "band_prob")} == {
+        "reverb_prob": 0.3,
+        "band_prob": 0.2,
+    }
+    off = tmp_path / "off.pt"
+    run("train", "--train", demo_manifest(), "--out", off, "--epochs", "1", "--reverb-prob", "0", "--band-prob", "0")
+    assert read_checkpoint(off)["summary"]["config"]["reverb_prob"] == 0.0
+    assert read_checkpoint(off)["summary"]["config"]["band_prob"] == 0.0
+    bad = run("train", "--train", demo_manifest(), "--out", off, "--band-prob", "2", check_rc=2)
+    assert "--band-prob" in bad.stderr
     r = run("export", pt, "-o", onnx_path, check_rc=0)
     assert "parity" in r.stdout and onnx_path.exists()
     for model in (onnx_path, pt):
