@@ -5,6 +5,7 @@ import subprocess
 import sys
 
 from edgeser.adapt.checkpoint import read_checkpoint
+from edgeser.adapt.train import TrainConfig
 from edgeser.demo import demo_clips, demo_manifest
 
 
@@ -90,10 +91,12 @@ def test_train_export_evaluate_roundtrip(tmp_path):
     assert "(epoch 1, validation UA" in r.stdout
     best = run("train", "--train", demo_manifest(), "--out", tmp_path / "b.pt", "--select", "best", check_rc=1)
     assert best.stderr.strip() == "error: --select best needs validation clips (--val)"
-    # room and telephone augmentation are on by default and each can be turned off
-    assert {k: read_checkpoint(pt)["summary"]["config"][k] for k in ("reverb_prob", "band_prob")} == {
-        "reverb_prob": 0.3,
-        "band_prob": 0.2,
+    # room and telephone augmentation are on by default and each can be turned off; the CLI's defaults are
+    # TrainConfig's (the CLI states them as literals so that --help needs no torch)
+    recorded = read_checkpoint(pt)["summary"]["config"]
+    assert {k: recorded[k] for k in ("reverb_prob", "band_prob")} == {"reverb_prob": 0.3, "band_prob": 0.2}
+    assert {k: recorded[k] for k in ("reverb_prob", "band_prob", "mixup", "select")} == {
+        k: getattr(TrainConfig(), k) for k in ("reverb_prob", "band_prob", "mixup", "select")
     }
     off = tmp_path / "off.pt"
     run("train", "--train", demo_manifest(), "--out", off, "--epochs", "1", "--reverb-prob", "0", "--band-prob", "0")

@@ -108,7 +108,7 @@ def main() -> None:
         print(f"{name}: UA {m['ua']:.4f} macro-F1 {m['macro_f1']:.4f} (n={m['n']})", file=sys.stderr)
     result = {
         "command": "python benchmarks/default_model/recipe.py " + " ".join(sys.argv[1:]),
-        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers")},
+        "train_config": config_record(cfg),
         "splits": {
             "test_speakers": {k: sorted(v) for k, v in TEST.items()},
             "val_speakers": {k: sorted(v) for k, v in VAL.items()},
@@ -155,6 +155,11 @@ Versions: {json.dumps(result["machine"])}
     print(md)
 
 
+def config_record(cfg: TrainConfig) -> dict:
+    """The training config as recorded in the results (not the machine-specific device and workers)."""
+    return {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers")}
+
+
 def leave_one_out(args, w: Path, res, cfg: TrainConfig, clips: list, n_train: int, train_s: float) -> None:
     """Score the model trained without ``args.leave_out`` on every clip of it (torch, whole clips), write
     ``loco_<corpus>.json`` and the table of all such files, ``results_loco.md``."""
@@ -171,7 +176,7 @@ def leave_one_out(args, w: Path, res, cfg: TrainConfig, clips: list, n_train: in
         "command": "python benchmarks/default_model/recipe.py " + " ".join(sys.argv[1:]),
         "left_out": args.leave_out,
         "trained_on": [c for c in TEST if c != args.leave_out],
-        "train_config": {k: v for k, v in asdict(cfg).items() if k not in ("device", "workers")},
+        "train_config": config_record(cfg),
         "n_train": n_train,
         "epoch_kept": res.summary["best_epoch"],
         "train_seconds": round(train_s, 1),
@@ -192,6 +197,7 @@ def write_loco_table(folder: Path) -> str:
         rows.append(
             f"| {r['left_out']} | {' + '.join(r['trained_on'])} | {r['n_train']} | {t['n']} | {t['ua']:.3f} | "
             f"{t['macro_f1']:.3f} | {c['epochs']} epochs, select={c['select']}, mixup {c['mixup']}, "
+            f"room {c['reverb_prob']}, telephone {c['band_prob']}, "
             f"epoch {r['epoch_kept']} kept | `{r['command']}` (git {r['machine'].get('git_commit', '?')}) |"
         )
         machine_line = json.dumps(r["machine"])
