@@ -503,15 +503,38 @@ def train(
     help="Real clips for the parity check (default: the bundled demo clips).",
 )
 @click.option("--tol", type=float, default=1e-4, show_default=True, help="Max abs probability difference allowed.")
-def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float) -> None:
-    """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check)."""
+@click.option(
+    "--form",
+    type=click.Choice(["whole", "incremental"]),
+    default="whole",
+    show_default=True,
+    help="whole: audio + cache in, each stream hop re-encodes the receptive field; incremental: convolution "
+    "states in and out, each hop encodes only its new audio (the bundled model's form).",
+)
+@click.option(
+    "--int8-weights",
+    is_flag=True,
+    help="Store the learned weights as int8 (about a third of the file, fp32 arithmetic; the parity "
+    "tolerance becomes at least 0.02). Incremental form only.",
+)
+def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float, form: str, int8_weights: bool) -> None:
+    """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check).
+    The bundled model is ``--form incremental --int8-weights``."""
     _need_torch()
-    from .export import export_onnx
+    if int8_weights and form != "incremental":
+        _fail("--int8-weights needs --form incremental")
+    if form == "incremental":
+        from .export.incremental import export_incremental
 
-    res = export_onnx(checkpoint, out, parity_clip, tol)
+        res = export_incremental(checkpoint, out, parity_clip, tol, weights="int8" if int8_weights else "fp32")
+    else:
+        from .export import export_onnx
+
+        res = export_onnx(checkpoint, out, parity_clip, tol)
     p = res["parity"]
     click.echo(
-        f"wrote {out} ({res['bytes'] / 1e6:.2f} MB, labels {','.join(res['labels'])}); parity on {p['clips']} clips: "
+        f"wrote {out} ({form}{', int8 weights' if int8_weights else ''}, {res['bytes'] / 1e6:.2f} MB, labels "
+        f"{','.join(res['labels'])}); parity on {p['clips']} clips: "
         f"max |Δp| {p['max_abs_prob_diff']:.1e} whole, {p['max_abs_prob_diff_streamed']:.1e} streamed"
     )
 

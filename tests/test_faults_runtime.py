@@ -250,6 +250,13 @@ def test_zero_hop_or_window_is_an_error_not_the_default(rec, opt) -> None:
         rec.stream(16000, **opt)
 
 
+def test_a_hop_longer_than_the_window_is_refused(rec) -> None:
+    # each event pools the hop's new embeddings: a hop beyond the window would pool more than the window it reports
+    with pytest.raises(ValueError, match="longer than the window"):
+        rec.stream(16000, hop_s=3.0, window_s=2.0)
+    assert rec.stream(16000, hop_s=2.0, window_s=3.0).hop == 32000
+
+
 def test_stream_takes_the_model_and_a_custom_gate(tiny_onnx, speech) -> None:
     class AlwaysSpeech:
         def update(self, chunk):

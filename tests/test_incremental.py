@@ -207,6 +207,7 @@ def test_export_saves_static_states_and_symbolic_batch_and_length(exported):
     assert any(o.version == 18 for o in m.opset_import if o.domain in ("", "ai.onnx"))
     meta = json.loads({p.key: p.value for p in m.metadata_props}["edgeser"])
     assert meta["incremental"] == {
+        "config": net.cfg.to_dict(),  # what load_onnx_weights rebuilds the network from
         "block": 320,
         "warmup": 22,
         "tail": 80,
@@ -254,7 +255,8 @@ def test_export_refuses_on_parity_failure(tmp_path):
 
 @pytest.fixture(scope="module")
 def bundled():
-    """The bundled default model: its ONNX session and the EmotionNet rebuilt from its initializers."""
+    """The bundled default model (the incremental graph, int8-stored weights): its ``Recognizer`` and the
+    EmotionNet rebuilt from its initializers."""
     from edgeser.adapt.from_onnx import load_onnx_weights
     from edgeser.runtime import DEFAULT_MODEL, Recognizer
 
@@ -262,7 +264,11 @@ def bundled():
 
 
 def test_rebuilt_bundled_model_equals_its_onnx_session(bundled):
+    """Measured over the 8 demo clips: max |dp| 1.2e-7, max |dlogit| 1.2e-6 (float rounding)."""
+    from edgeser.runtime.incremental import IncrementalModel
+
     rec, net = bundled
+    assert isinstance(rec.model, IncrementalModel) and rec.model.metadata.get("weights") == "int8"
     assert net.cfg.labels == rec.labels and net.cfg.receptive_field == rec.model.receptive_field
     assert (net.cfg.channels, net.cfg.dilations, net.cfg.bottleneck) == (128, (1, 2, 4, 1, 2), 128)
     for path in demo_clips():
@@ -272,6 +278,74 @@ def test_rebuilt_bundled_model_equals_its_onnx_session(bundled):
             ref_logits, ref_emb = net(torch.from_numpy(x)[None]).numpy(), net.embed(torch.from_numpy(x)[None]).numpy()
         assert np.abs(logits - ref_logits).max() < 1e-5
         assert np.abs(emb - ref_emb).max() < 1e-6 * np.abs(ref_emb).max()
+        probs = torch.softmax(torch.from_numpy(ref_logits), dim=1)[0].numpy()
+        assert np.abs(rec.predict(x, 16000).probs - probs).max() < 1e-4
+
+
+def test_rebuilt_bundled_model_refolds_to_its_graph(bundled):
+    """Folding the rebuilt net again (``IncrementalGraph``) gives the file's dequantized weights back."""
+    import onnx
+
+    from edgeser.export.storage import stored_weights
+    from edgeser.runtime import DEFAULT_MODEL
+
+    _, net = bundled
+    weights = stored_weights(onnx.load(str(DEFAULT_MODEL)))
+    graph = IncrementalGraph(net)
+    names = ["stem_w", "stem_b", "mel"] + [f"block{i}_{k}" for i in range(5) for k in "wb"]
+    for name in names:
+        ref = weights[name]
+        assert np.abs(getattr(graph, name).numpy() - ref).max() <= 1e-5 * max(1.0, np.abs(ref).max()), name
+
+
+def test_rebuilt_net_from_an_incremental_export(exported):
+    """Round trip: a random net (batch norms that are not identities) exported as the fp32 incremental
+    graph and rebuilt computes what it computes."""
+    from edgeser.adapt.from_onnx import load_onnx_weights
+
+    net, path, _ = exported
+    rebuilt = load_onnx_weights(path)
+    assert rebuilt.cfg == net.cfg and not rebuilt.training
+    wav = torch.randn(2, 20000) * 0.1
+    with torch.no_grad():
+        assert close(rebuilt.embed(wav), net.embed(wav))
+        assert close(rebuilt(wav), net(wav))
+    ref, got = IncrementalGraph(net), IncrementalGraph(rebuilt)
+    for name, buf in ref.named_buffers(recurse=False):  # the folded layers and the frontend (not the head)
+        assert close(getattr(got, name), buf, 1e-6), name
+
+
+def test_rebuilt_net_from_an_incremental_export_of_another_shape(tmp_path):
+    """Stem stride 3, two blocks, n_fft 480 (another factored DFT: 20 x 24) and 24 channels."""
+    from edgeser.adapt.from_onnx import load_onnx_weights
+    from edgeser.export.incremental import export_incremental_net
+    from edgeser.export.onnx_export import metadata_for
+
+    net = random_net(seed=8, channels=24, stem_stride=3, dilations=(1, 3), n_fft=480)
+    export_incremental_net(net, tmp_path / "r.onnx", metadata_for(net, {}), parity_audio=demo_clips()[:1])
+    rebuilt = load_onnx_weights(tmp_path / "r.onnx")
+    assert rebuilt.cfg == net.cfg
+    wav = torch.randn(2, 20000) * 0.1
+    with torch.no_grad():
+        assert close(rebuilt(wav), net(wav))
+        assert close(rebuilt.embed(wav), net.embed(wav))
+
+
+def test_load_onnx_weights_refuses_an_incremental_graph_without_its_config(exported, tmp_path):
+    import onnx
+
+    from edgeser.adapt.from_onnx import load_onnx_weights
+    from edgeser.errors import ModelError
+
+    m = onnx.load(str(exported[1]))
+    entry = next(p for p in m.metadata_props if p.key == "edgeser")
+    meta = json.loads(entry.value)
+    del meta["incremental"]["config"]
+    entry.value = json.dumps(meta)
+    onnx.save(m, str(tmp_path / "old.onnx"))
+    with pytest.raises(ModelError, match="lacks its network config") as e:
+        load_onnx_weights(tmp_path / "old.onnx")
+    assert "\n" not in str(e.value)
 
 
 def test_rebuilt_net_from_an_exported_random_net(tmp_path):
@@ -320,26 +394,35 @@ def test_load_onnx_weights_refuses_other_files(tmp_path):
         load_onnx_weights(junk)
 
 
-def test_load_onnx_weights_refuses_the_incremental_graph(exported):
-    from edgeser.adapt.from_onnx import load_onnx_weights
-    from edgeser.errors import ModelError
-
-    with pytest.raises(ModelError, match="incremental graph"):
-        load_onnx_weights(exported[1])
-
-
 # --- runtime: IncrementalModel / IncrementalStream (item 1, step 3) --------------------------------
 
 
 @pytest.fixture(scope="module")
-def incremental_default(bundled, tmp_path_factory):
-    """The bundled model's weights re-exported as the incremental graph (no retraining)."""
+def whole_default(bundled, tmp_path_factory):
+    """The bundled model's weights (rebuilt, saved as a checkpoint) exported as the whole-clip graph: the
+    ``Recognizer`` over its ``OnnxModel``, whose stream is an ``EmotionStream``, and the checkpoint."""
+    from edgeser.adapt.checkpoint import save_checkpoint
+    from edgeser.export import export_onnx
+    from edgeser.runtime import OnnxModel, Recognizer
+
+    folder = tmp_path_factory.mktemp("whole_default")
+    save_checkpoint(folder / "default.pt", bundled[1])
+    export_onnx(folder / "default.pt", folder / "default.onnx")
+    rec = Recognizer.load(folder / "default.onnx")
+    assert isinstance(rec.model, OnnxModel)
+    return rec, folder / "default.pt"
+
+
+@pytest.fixture(scope="module")
+def incremental_default(whole_default, tmp_path_factory):
+    """The same weights exported as the incremental graph (fp32, no retraining)."""
+    from edgeser.adapt.checkpoint import load_model
     from edgeser.export.incremental import export_incremental_net
     from edgeser.runtime.incremental import IncrementalModel
 
-    rec, net = bundled
+    rec, checkpoint = whole_default
     out = tmp_path_factory.mktemp("incr_default") / "default-incremental.onnx"
-    info = export_incremental_net(net, out, rec.model.metadata)
+    info = export_incremental_net(load_model(checkpoint), out, rec.model.metadata)
     assert info["parity"]["max_abs_prob_diff"] < 1e-6 and info["parity"]["max_abs_prob_diff_streamed"] < 1e-6
     return IncrementalModel(out)
 
@@ -369,12 +452,12 @@ STREAM_TOL = 1e-6
 
 @pytest.mark.parametrize("rate", [16000, 44100])
 @pytest.mark.parametrize("chunk", [1, 160, 1000, 48000])
-def test_incremental_stream_events_equal_emotion_stream(bundled, incremental_default, speech, rate, chunk):
+def test_incremental_stream_events_equal_emotion_stream(whole_default, incremental_default, speech, rate, chunk):
     import soxr
 
     from edgeser.runtime.incremental import IncrementalStream
 
-    rec, _ = bundled
+    rec, _ = whole_default
     # speech, 3 s of silence (the gate says no speech), speech; the length leaves a partial hop and a tail for flush()
     x = np.concatenate([speech[:96000], np.zeros(48000, np.float32), speech[96000:]])
     x = x if chunk > 1 else x[:48000]  # sample by sample: 3 s
@@ -390,10 +473,10 @@ def test_incremental_stream_events_equal_emotion_stream(bundled, incremental_def
         assert any(e.speech for e in a) and (chunk == 1 or any(not e.speech for e in a))
 
 
-def test_incremental_stream_flush_tail_then_more_audio(bundled, incremental_default, speech):
+def test_incremental_stream_flush_tail_then_more_audio(whole_default, incremental_default, speech):
     from edgeser.runtime.incremental import IncrementalStream
 
-    rec, _ = bundled
+    rec, _ = whole_default
     old = rec.stream(16000, hop_s=0.25, smoothing=0.0)
     new = IncrementalStream(incremental_default, hop_s=0.25, smoothing=0.0)
     evs = []
@@ -407,10 +490,10 @@ def test_incremental_stream_flush_tail_then_more_audio(bundled, incremental_defa
     assert len(evs[0]) > 10
 
 
-def test_incremental_model_is_a_drop_in_for_whole_clips(bundled, incremental_default):
+def test_incremental_model_is_a_drop_in_for_whole_clips(whole_default, incremental_default):
     from edgeser.runtime import Recognizer
 
-    rec, _ = bundled
+    rec, _ = whole_default
     rec2 = Recognizer(incremental_default)
     for path in demo_clips()[:4]:
         a, b = rec.predict_file(path), rec2.predict_file(path)
@@ -421,11 +504,11 @@ def test_incremental_model_is_a_drop_in_for_whole_clips(bundled, incremental_def
     assert emb.shape == (1, 128, incremental_default.n_embeddings(16000))
 
 
-def test_incremental_model_refuses_the_whole_clip_graph(bundled):
+def test_incremental_model_refuses_the_whole_clip_graph(whole_default):
     from edgeser.errors import ModelError
     from edgeser.runtime.incremental import IncrementalModel, IncrementalStream
 
-    rec, _ = bundled
+    rec, _ = whole_default
     with pytest.raises(ModelError, match="lacks \\['incremental'\\]"):
         IncrementalModel(rec.path)
     with pytest.raises(ModelError, match="not an incremental model"):

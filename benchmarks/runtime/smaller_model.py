@@ -1,8 +1,11 @@
-"""Probe for a smaller bundled model (issue 10, item 2), measurements only: the incremental graph of the
-bundled weights stored three ways, compared on size, CPU time per call (one thread, interleaved) and
+"""The bundled model's storage forms (issue 10, item 2), measurements only: the incremental graph of the
+bundled weights stored five ways, compared on size, CPU time per call (one thread, interleaved) and
 UA on the default model's held-out test speakers (needs ../shared/data or $EDGESER_DATA).
 
-    python benchmarks/runtime/smaller_model.py [--incremental default-incremental.onnx]
+    python benchmarks/runtime/smaller_model.py --source runs/default_model/whole-0.1.onnx
+
+(``--source``: a whole-clip ONNX of the fp32 weights, e.g. the 0.1 bundled file, ``git show
+b0f5eb9:edgeser/runtime/default_model/edgeser-default.onnx``; default: the bundled model itself.)
 
 * fp32: as exported;
 * int8: ONNX Runtime dynamic quantization of the stem's and blocks' matrix products only (weights int8
@@ -10,8 +13,11 @@ UA on the default model's held-out test speakers (needs ../shared/data or $EDGES
   fp32 (quantizing the frontend's power spectrum destroys the model: top-1 agreement fell to 40-50 %);
 * fp16-stored: large weights stored as fp16 plus a Cast (folded back to fp32 when the session loads:
   same arithmetic, smaller file);
-* int8-weights-stored: learned weights stored int8 per output channel plus a DequantizeLinear (also folded
-  at load), the frontend's fixed matrices fp16-stored."""
+* int8-weights-stored: learned weights stored int8 per output channel plus a DequantizeLinear (which ONNX
+  Runtime keeps unfolded for its quantized kernels), the frontend's fixed matrices fp16-stored;
+* int8-stored, Cast+Mul: the bundled file since 0.2 (``edgeser.export.storage``): learned weights int8 per
+  output channel plus a Cast and a Mul by the scales, which every runtime folds at load (fp32 arithmetic);
+  the frontend's fixed matrices fp32."""
 
 from __future__ import annotations
 
@@ -104,21 +110,32 @@ def unweighted_accuracy(labels: list[str], pred: list[str]) -> float:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--incremental", type=Path, default=None, help="incremental ONNX of the bundled model")
+    ap.add_argument(
+        "--source",
+        type=Path,
+        default=None,
+        help="whole-clip ONNX of the fp32 weights (e.g. the 0.1 bundled file; default: the bundled model, whose "
+        "weights are already int8-rounded)",
+    )
     ap.add_argument("--repeats", type=int, default=30)
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp())
-    if args.incremental is None:
-        from vs_silero import build_incremental
+    from edgeser.adapt.from_onnx import load_onnx_weights
+    from edgeser.export.incremental import export_incremental_net
+    from edgeser.runtime import DEFAULT_MODEL, load_model
 
-        args.incremental = build_incremental(tmp / "fp32.onnx")
+    source = args.source or DEFAULT_MODEL
+    fp32 = tmp / "fp32.onnx"
+    export_incremental_net(load_onnx_weights(source), fp32, load_model(source).metadata)
     paths = {
-        "fp32": args.incremental,
-        "int8": int8_conv_products(args.incremental, tmp / "int8.onnx"),
-        "fp16-stored": fp16_stored(args.incremental, tmp / "fp16.onnx"),
-        "int8-weights-stored": int8_weights_stored(args.incremental, tmp / "int8w.onnx"),
+        "fp32": fp32,
+        "int8": int8_conv_products(fp32, tmp / "int8.onnx"),
+        "fp16-stored": fp16_stored(fp32, tmp / "fp16.onnx"),
+        "int8-weights-stored": int8_weights_stored(fp32, tmp / "int8w.onnx"),
+        "int8-stored, Cast+Mul (bundled since 0.2)": DEFAULT_MODEL,
     }
     models = {k: IncrementalModel(p) for k, p in paths.items()}
+    assert models["fp32"].labels == models["int8-stored, Cast+Mul (bundled since 0.2)"].labels
     print("| form | MB | call, 5 blocks (0.1 s) | call, 25 blocks (0.5 s) |", end="")
     print("".join(f" UA {c} |" for c in TEST_SPEAKERS) + " max abs Δp vs fp32 |")
     rng = np.random.default_rng(0)

@@ -9,13 +9,14 @@ ONNX Runtime directly (512-sample chunks at 16 kHz, 64 samples of context and th
 the wheel's own ``OnnxWrapper`` does), nothing is installed. Without ``--silero`` (or when the file is
 absent) the silero rows are skipped and said so.
 
-Measured for each hop: CPU time per second of audio of ``EmotionStream`` (the whole-clip graph, each hop
-re-encodes the receptive field's context), of ``IncrementalStream`` (the incremental graph of the same
-weights: each hop encodes only its new audio) and of silero-vad, all fed the same speech (the bundled
-demo clips looped) in ``--chunk-s`` chunks, speech gate and smoothing on (the defaults). Repetitions are
-interleaved (the order rotates) and the ratios are taken within each repetition; medians are reported.
-``--incremental`` names the incremental ONNX file; without it the bundled model's weights are re-exported
-to a temporary file (needs the [adapt] extra: torch, onnx, onnxscript)."""
+Measured for each hop: CPU time per second of audio of the default stream (``Recognizer.load().stream()``:
+an ``IncrementalStream`` over the bundled model, the incremental graph with int8-stored weights, whose calls
+encode only each hop's new audio), of ``EmotionStream`` over the whole-clip graph of the same weights (each
+hop re-encodes the receptive field's context; the bundled form before 0.2) and of silero-vad, all fed the
+same speech (the bundled demo clips looped) in ``--chunk-s`` chunks, speech gate and smoothing on (the
+defaults). Repetitions are interleaved (the order rotates) and the ratios are taken within each repetition;
+medians are reported. ``--whole`` names the whole-clip ONNX file; without it the bundled model's weights are
+rebuilt and exported to a temporary file (needs the [adapt] extra: torch, onnx, onnxscript)."""
 
 from __future__ import annotations
 
@@ -35,9 +36,9 @@ import numpy as np  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from common import machine  # noqa: E402
 
-from edgeser.runtime import DEFAULT_MODEL, Recognizer  # noqa: E402
+from edgeser.runtime import DEFAULT_MODEL, EmotionStream, OnnxModel, Recognizer  # noqa: E402
 from edgeser.runtime.bench import _speech  # noqa: E402
-from edgeser.runtime.incremental import IncrementalModel, IncrementalStream  # noqa: E402
+from edgeser.runtime.incremental import IncrementalModel  # noqa: E402
 
 HOPS = (0.1, 0.25, 0.5, 1.0)
 
@@ -98,13 +99,15 @@ def calls_run(model: IncrementalModel, hop_s: float):
     return run
 
 
-def build_incremental(out: Path) -> Path:
-    """Re-export the bundled model's weights as the incremental graph (parity-checked by the exporter)."""
+def build_whole(folder: Path) -> Path:
+    """The bundled model's weights (rebuilt from its initializers) exported as the whole-clip graph."""
+    from edgeser.adapt.checkpoint import save_checkpoint
     from edgeser.adapt.from_onnx import load_onnx_weights
-    from edgeser.export.incremental import export_incremental_net
+    from edgeser.export import export_onnx
 
-    export_incremental_net(load_onnx_weights(DEFAULT_MODEL), out, Recognizer.load().model.metadata)
-    return out
+    save_checkpoint(folder / "default.pt", load_onnx_weights(DEFAULT_MODEL))
+    export_onnx(folder / "default.pt", folder / "default-whole.onnx")
+    return folder / "default-whole.onnx"
 
 
 def measure(runs: dict, audio: np.ndarray, repeats: int) -> dict[str, list[float]]:
@@ -124,7 +127,7 @@ def measure(runs: dict, audio: np.ndarray, repeats: int) -> dict[str, list[float
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--silero", type=Path, default=None, help="silero_vad.onnx from the silero-vad wheel")
-    ap.add_argument("--incremental", type=Path, default=None, help="incremental ONNX of the bundled model")
+    ap.add_argument("--whole", type=Path, default=None, help="whole-clip ONNX of the bundled model's weights")
     ap.add_argument("--seconds", type=float, default=120.0)
     ap.add_argument("--repeats", type=int, default=7)
     ap.add_argument("--chunk-s", type=float, default=0.1)
@@ -132,11 +135,13 @@ def main() -> None:
     args = ap.parse_args()
 
     rec = Recognizer.load(threads=1)
+    inc = rec.model
+    assert isinstance(inc, IncrementalModel), "the bundled model is the incremental graph since 0.2"
     tmp = None
-    if args.incremental is None:
+    if args.whole is None:
         tmp = tempfile.TemporaryDirectory()
-        args.incremental = build_incremental(Path(tmp.name) / "default-incremental.onnx")
-    inc = IncrementalModel(args.incremental, threads=1)
+        args.whole = build_whole(Path(tmp.name))
+    whole = OnnxModel(args.whole, threads=1)
     audio = _speech(args.seconds, 16000)
     chunk = int(round(args.chunk_s * 16000))
 
@@ -147,8 +152,8 @@ def main() -> None:
     else:
         runs["silero"] = silero_run(silero)
     for hop in HOPS:
-        runs[f"old@{hop}"] = stream_run(lambda hop=hop: rec.stream(16000, hop_s=hop), chunk)
-        runs[f"new@{hop}"] = stream_run(lambda hop=hop: IncrementalStream(inc, 16000, hop_s=hop), chunk)
+        runs[f"old@{hop}"] = stream_run(lambda hop=hop: EmotionStream(whole, 16000, hop_s=hop), chunk)
+        runs[f"new@{hop}"] = stream_run(lambda hop=hop: rec.stream(16000, hop_s=hop), chunk)
         runs[f"calls@{hop}"] = calls_run(inc, hop)
 
     # the two streams must agree before their costs are compared
@@ -189,7 +194,7 @@ def main() -> None:
         "stream_agreement_max_abs_prob_diff": agree,
         "rows": rows,
         "cpu_ms_per_audio_s": cpu,
-        "model_bytes": {"whole_clip": DEFAULT_MODEL.stat().st_size, "incremental": inc.path.stat().st_size},
+        "model_bytes": {"whole_clip": whole.path.stat().st_size, "incremental": DEFAULT_MODEL.stat().st_size},
         "machine": info,
     }
     md = render(res)
@@ -206,7 +211,7 @@ def render(res: dict) -> str:
     m = res["machine"]
     silero = res["silero_ms"] is not None
     head = (
-        "| hop | EmotionStream (old), ms CPU / s audio | IncrementalStream (new) | new graph's calls alone "
+        "| hop | EmotionStream, whole-clip graph (old), ms CPU / s audio | default stream (new) | new graph's calls alone "
         "| old / new |"
     )
     sep = "|---|---|---|---|---|"
@@ -245,10 +250,13 @@ smoothing on. {res["repeats"]} interleaved repetitions; medians of CPU time and 
 "Calls alone": the incremental graph driven as silero-vad is (one ONNX Runtime call per hop, state and
 window carried), without the stream's resampler, speech gate, smoothing and event objects.
 
-Streams agree: largest difference between EmotionStream's and IncrementalStream's distributions on the
-first 20 s, all hops: {res["stream_agreement_max_abs_prob_diff"]:.1e}. Model files: whole-clip graph
-{res["model_bytes"]["whole_clip"] / 1e6:.2f} MB, incremental graph {res["model_bytes"]["incremental"] / 1e6:.2f} MB
-(same weights).
+"New" is the default stream (`Recognizer.load().stream()`): an IncrementalStream over the bundled model (the
+incremental graph, int8-stored weights, fp32 arithmetic); "old" is EmotionStream over the whole-clip graph of the
+same weights (fp32), the bundled form before 0.2.
+
+Streams agree: largest difference between the two streams' distributions on the first 20 s, all hops:
+{res["stream_agreement_max_abs_prob_diff"]:.1e} (the int8 storage of the weights). Model files: whole-clip graph
+{res["model_bytes"]["whole_clip"] / 1e6:.2f} MB, bundled incremental graph {res["model_bytes"]["incremental"] / 1e6:.2f} MB.
 """
 
 

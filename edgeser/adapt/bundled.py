@@ -1,6 +1,8 @@
 """The bundled default model as an adaptation source (issue 8, item 6).
 
-Only the ONNX file ships, so the source network is rebuilt from its initializers
+Only the ONNX file ships -- the incremental streaming graph with int8-stored weights
+(``export_incremental_net(..., weights="int8")``; its metadata carries the network config) -- so the
+source network is rebuilt from its (dequantized) initializers
 (:func:`edgeser.adapt.from_onnx.load_onnx_weights`: exact in eval mode, no pickle, no download) and its
 folded batch norms are given statistics on the target audio before training
 (:func:`~edgeser.adapt.from_onnx.calibrate_batchnorm`), so that train mode starts where eval mode is.

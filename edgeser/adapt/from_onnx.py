@@ -1,14 +1,20 @@
 """Rebuild an ``EmotionNet`` from an edgeser ONNX file (e.g. the bundled default model, shipped without
 its checkpoint), to re-export it in another graph form or to adapt it.
 
-The exporter folds each batch norm that follows a convolution or a linear layer into that layer (the
-stem, the dilated blocks and the bottleneck get a bias; only the input norm stays a BatchNormalization
-node), so the original batch-norm parameters cannot be recovered. The rebuilt net puts the folded
-weights in the conv/linear layers and makes those batch norms an exact identity plus the folded bias
-(``running_var = 1 - eps``, ``running_mean = 0``, ``weight = 1``): in eval mode it computes what the
-ONNX graph computes. Train-mode batch norm would normalise by batch statistics instead; call
-``calibrate_batchnorm`` on real audio first to give the batch norms statistics that leave the eval
-output unchanged and make train mode start close to it."""
+Both graph forms are read. The bundled model is the incremental graph (``export_incremental_net``,
+``weights="int8"``: its MatMul/Gemm weights stored int8, read dequantized through
+:func:`edgeser.export.storage.stored_weights`); its metadata carries the network config. The whole-clip
+graph (``export_onnx``: Conv nodes) gives the config through its layers.
+
+The exporters fold each batch norm that follows a convolution or a linear layer into that layer (the
+stem, the dilated blocks and the bottleneck get a bias; the whole-clip graph keeps the input norm as a
+BatchNormalization node, the incremental graph folds its affine map into the stem too), so the original
+batch-norm parameters cannot be recovered. The rebuilt net puts the folded weights in the conv/linear
+layers and makes those batch norms an exact identity plus the folded bias (``running_var = 1 - eps``,
+``running_mean = 0``, ``weight = 1``): in eval mode it computes what the ONNX graph computes (to float
+rounding; a mel filterbank stored int8 is adopted as it is). Train-mode batch norm would normalise by
+batch statistics instead; call ``calibrate_batchnorm`` on real audio first to give the batch norms
+statistics that leave the eval output unchanged and make train mode start close to it."""
 
 from __future__ import annotations
 
@@ -70,11 +76,130 @@ def _identity_bn(bn: nn.BatchNorm1d, bias: np.ndarray) -> None:
         bn.bias.copy_(torch.from_numpy(np.array(bias, np.float32)))
 
 
+def _put(path: Path, param: torch.Tensor, name: str, value: np.ndarray) -> None:
+    tensor = torch.from_numpy(np.array(value, np.float32))
+    if tensor.shape != param.shape:
+        raise ModelError(f"{path}: {name} has shape {tuple(tensor.shape)}, expected {tuple(param.shape)}")
+    with torch.no_grad():
+        param.copy_(tensor)
+
+
+def _head(path: Path, net: EmotionNet, gemms: list, weights: dict) -> None:
+    """Bottleneck and classifier from the two Gemm nodes (the bottleneck's batch norm is folded into the
+    first: an identity here)."""
+    lin, bn = net.bottleneck_layer[0], net.bottleneck_layer[1]
+    _put(path, lin.weight, gemms[0].input[1], weights[gemms[0].input[1]])
+    _put(path, lin.bias, gemms[0].input[2], weights[gemms[0].input[2]])
+    _identity_bn(bn, np.zeros(net.cfg.bottleneck, np.float32))
+    _put(path, net.classifier.weight, gemms[1].input[1], weights[gemms[1].input[1]])
+    _put(path, net.classifier.bias, gemms[1].input[2], weights[gemms[1].input[2]])
+
+
+def _int8_stored(model) -> set[str]:  # noqa: ANN001 (onnx.ModelProto)
+    """Names of the weights stored int8 (:func:`edgeser.export.storage.store_int8`)."""
+    from ..export.storage import INT8
+
+    return {t.name[: -len(INT8)] for t in model.graph.initializer if t.name.endswith(INT8)}
+
+
+def _frontend(path: Path, net: EmotionNet, weights: dict, int8: set[str]) -> None:
+    """Check the incremental graph's DFT and mel matrices against what ``IncrementalGraph`` builds from
+    edgeser's frontend for this config (to float rounding, or within half an int8 step per mel band for
+    int8-stored ones: ``export_incremental_net`` keeps them fp32, a hand-made file may not), then give
+    ``net`` the graph's mel filterbank, so that the rebuilt net computes what the file computes (an
+    int8-stored filterbank moved the bundled model's probabilities by up to 7.7e-4 on the demo clips).
+    ``LogMel.mel`` is not a persistent buffer: a checkpoint saved from the net gets edgeser's exact
+    filterbank back when loaded."""
+    from .incremental import IncrementalGraph, factored_dft
+
+    ref = IncrementalGraph(net)
+    for name in ("window", "stage1", "twiddle_cos", "twiddle_sin", "stage2", "dft", "mel"):
+        if not hasattr(ref, name):  # the factored DFT's matrices, or one DFT product (n_fft prime)
+            continue
+        want = getattr(ref, name).numpy()
+        got = weights.get(name)
+        if got is None or got.shape != want.shape:
+            raise ModelError(f"{path}: the graph's frontend ({name}) is not the one of its config")
+        # symmetric int8 per output column (mel band): at most half a step, max |column| / 254
+        tol = np.abs(want).max(axis=0) / 254 * 1.001 + 1e-6 if name in int8 else 1e-6
+        if (np.abs(got - want) > tol).any():
+            what = "mel filterbank (f_min/f_max differ?)" if name == "mel" else "DFT"
+            raise ModelError(f"{path}: the graph's {what} is not edgeser's for its config")
+    # the graph's mel rows follow the factored DFT's bin order (padding rows past the last bin are zero)
+    n_bins = net.frontend.n_bins
+    fft = factored_dft(net.cfg.n_fft, n_bins)
+    order = np.arange(n_bins) if fft is None else fft["order"]
+    mel = np.zeros((net.cfg.n_mels, n_bins), np.float32)
+    mel[:, order[order < n_bins]] = weights["mel"][order < n_bins].T
+    net.frontend.mel.copy_(torch.from_numpy(mel))
+
+
+def _load_incremental(path: Path, model, meta: dict) -> EmotionNet:  # noqa: ANN001 (onnx.ModelProto)
+    """The incremental graph (``IncrementalGraph``): layers as time-major MatMuls, batch norms and the
+    input norm folded in; unfolded here into an EmotionNet with identity batch norms."""
+    from ..export.storage import stored_weights
+
+    inc = meta["incremental"]
+    if not isinstance(inc, dict) or "config" not in inc:
+        raise ModelError(
+            f"{path}: incremental graph whose metadata lacks its network config (incremental.config); "
+            "re-export it with this edgeser, or rebuild from the whole-clip model file"
+        )
+    try:
+        cfg = ModelConfig.from_dict(inc["config"])
+    except (TypeError, ValueError) as e:
+        raise ModelError(f"{path}: malformed network config in the metadata ({e})") from None
+    try:
+        if (list(cfg.labels), cfg.receptive_field, cfg.embedding_stride, cfg.channels) != (
+            list(meta["labels"]),
+            meta["receptive_field"],
+            meta["embedding_stride"],
+            meta["embedding_dim"],
+        ):
+            raise ModelError(
+                f"{path}: the network config does not match the metadata (labels, receptive field, stride, channels)"
+            )
+    except KeyError as e:
+        raise ModelError(f"{path}: edgeser metadata lacks {e}") from None
+    weights = stored_weights(model)
+    gemms = [n for n in model.graph.node if n.op_type == "Gemm"]
+    if len(gemms) != 2 or any(_attrs(g).get("transB") != 1 or _attrs(g).get("transA", 0) != 0 for g in gemms):
+        raise ModelError(f"{path}: not the graph of an edgeser EmotionNet (unexpected head)")
+    if f"block{len(cfg.dilations)}_w" in weights:
+        raise ModelError(f"{path}: the graph has more dilated blocks than its config ({len(cfg.dilations)})")
+    net = EmotionNet(cfg).eval()
+    c, k = cfg.channels, net.stem[0].kernel_size[0]
+    try:
+        _frontend(path, net, weights, _int8_stored(model))
+        # the input norm's affine map is folded into the stem: here an exact identity
+        _identity_bn(net.input_norm, np.zeros(cfg.n_mels, np.float32))
+        # a layer's matrix: rows tap-major (tap, input channel), columns the output channels
+        # (adapt.incremental._fold: conv weight [out, in, tap] permuted to [tap, in, out]); undone here
+        layers = [("stem", net.stem[0], net.stem[1], cfg.n_mels)]
+        layers += [(f"block{i}", blk.conv, blk.bn, c) for i, blk in enumerate(net.blocks)]
+        for name, conv, bn, c_in in layers:
+            w = weights[f"{name}_w"]
+            if w.shape != (k * c_in, c):
+                raise ModelError(f"{path}: {name}_w has shape {w.shape}, expected {(k * c_in, c)}")
+            _put(path, conv.weight, f"{name}_w", np.ascontiguousarray(w.reshape(k, c_in, c).transpose(2, 1, 0)))
+            b = weights[f"{name}_b"]
+            if b.shape != (c,):
+                raise ModelError(f"{path}: {name}_b has shape {b.shape}, expected {(c,)}")
+            _identity_bn(bn, b)
+        _head(path, net, gemms, weights)
+    except KeyError as e:
+        raise ModelError(f"{path}: the graph lacks the weight {e}") from None
+    return net
+
+
 def load_onnx_weights(path: str | Path) -> EmotionNet:
-    """An ``EmotionNet`` (eval mode) computing what the edgeser whole-clip ONNX graph at ``path`` computes
-    (``export_onnx``'s graph). Checked: the layers must match the metadata and the frontend edgeser's."""
+    """An ``EmotionNet`` (eval mode) computing what the edgeser ONNX graph at ``path`` computes: the
+    whole-clip graph (``export_onnx``) or the incremental one (``export_incremental_net``, fp32 or
+    int8-stored weights; its metadata carries the network config). Checked: the layers must match the
+    metadata and the frontend edgeser's."""
     import onnx
-    from onnx import numpy_helper
+
+    from ..export.storage import stored_weights
 
     path = Path(path)
     if not path.is_file():
@@ -88,11 +213,8 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
         raise ModelError(f"{path}: ONNX model without edgeser metadata")
     meta = json.loads(meta_map[METADATA_KEY])
     if "incremental" in meta:
-        raise ModelError(
-            f"{path}: an incremental graph (layers folded for streaming); rebuild from the "
-            "whole-clip model file it was exported from"
-        )
-    weights = {t.name: numpy_helper.to_array(t) for t in model.graph.initializer}
+        return _load_incremental(path, model, meta)
+    weights = stored_weights(model)
     nodes = list(model.graph.node)
     convs = [n for n in nodes if n.op_type == "Conv"]
     bns = [n for n in nodes if n.op_type == "BatchNormalization"]
@@ -119,14 +241,6 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
     eps = float(_attrs(bns[0]).get("epsilon", 1e-5))
     if abs(eps - net.input_norm.eps) > 1e-9:
         raise ModelError(f"{path}: input norm epsilon {eps} differs from torch's {net.input_norm.eps}")
-
-    def put(param: torch.Tensor, name: str) -> None:
-        value = torch.from_numpy(np.array(weights[name], np.float32))
-        if value.shape != param.shape:
-            raise ModelError(f"{path}: {name} has shape {tuple(value.shape)}, expected {tuple(param.shape)}")
-        with torch.no_grad():
-            param.copy_(value)
-
     w, b, mean, var = bns[0].input[1:5]
     for param, name in (
         (net.input_norm.weight, w),
@@ -134,17 +248,12 @@ def load_onnx_weights(path: str | Path) -> EmotionNet:
         (net.input_norm.running_mean, mean),
         (net.input_norm.running_var, var),
     ):
-        put(param, name)
+        _put(path, param, name, weights[name])
     layers = [(net.stem[0], net.stem[1])] + [(blk.conv, blk.bn) for blk in net.blocks]
     for (conv, bn), node in zip(layers, convs[1:]):
-        put(conv.weight, node.input[1])
+        _put(path, conv.weight, node.input[1], weights[node.input[1]])
         _identity_bn(bn, weights[node.input[2]])
-    lin, bn = net.bottleneck_layer[0], net.bottleneck_layer[1]
-    put(lin.weight, gemms[0].input[1])
-    put(lin.bias, gemms[0].input[2])
-    _identity_bn(bn, np.zeros(cfg.bottleneck, np.float32))
-    put(net.classifier.weight, gemms[1].input[1])
-    put(net.classifier.bias, gemms[1].input[2])
+    _head(path, net, gemms, weights)
     return net
 
 

@@ -2,6 +2,8 @@
 
 from .distribution import Distribution
 from .events import EmotionCallbacks, TopTracker
+from .incremental import IncrementalModel, IncrementalStream
+from .load import load_model
 from .model_file import OnnxModel
 from .pcm import PCMFormat
 from .recognizer import DEFAULT_MODEL, FileResult, Recognizer
@@ -14,6 +16,9 @@ __all__ = [
     "StreamEvent",
     "Distribution",
     "OnnxModel",
+    "IncrementalModel",
+    "IncrementalStream",
+    "load_model",
     "FileResult",
     "DEFAULT_MODEL",
     "Gate",

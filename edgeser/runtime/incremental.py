@@ -12,13 +12,13 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
 from ..errors import ModelError
 from .contract import validate_metadata
 from .model_file import EdgeserModel
-from .recognizer import Recognizer
 from .speech import Gate
 from .stream import EmotionStream, StreamEvent
 
@@ -33,8 +33,8 @@ class IncrementalModel(EdgeserModel):
     """ONNX Runtime session of an incremental edgeser graph plus its metadata (see the module docstring).
     Has ``OnnxModel``'s attributes and ``run``; ``step`` is the incremental call."""
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
-        super().__init__(path, threads, providers)
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None, session: Any = None):
+        super().__init__(path, threads, providers, session)
         if "incremental" not in self._raw_metadata:
             raise ModelError(f"{self.path}: edgeser metadata lacks ['incremental'] (not an incremental graph?)")
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
@@ -94,7 +94,7 @@ class IncrementalStream(EmotionStream):
 
     def __init__(
         self,
-        recognizer: Recognizer | IncrementalModel,
+        recognizer: IncrementalModel | Any,
         sample_rate: int = 16000,
         window_s: float | None = None,
         hop_s: float | None = None,
@@ -103,7 +103,7 @@ class IncrementalStream(EmotionStream):
         gate: Gate | None | bool = True,
         channels: int = 1,
     ):
-        model = recognizer if isinstance(recognizer, IncrementalModel) else recognizer.model
+        model = recognizer if isinstance(recognizer, IncrementalModel) else getattr(recognizer, "model", recognizer)
         if not isinstance(model, IncrementalModel):
             raise ModelError(f"{model.path}: not an incremental model (use EmotionStream)")
         super().__init__(model, sample_rate, window_s, hop_s, min_window_s, smoothing, gate, channels)

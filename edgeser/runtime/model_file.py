@@ -41,11 +41,13 @@ class EdgeserModel:
     """What every edgeser ONNX form shares: the session, the edgeser metadata read from it, and the sizes
     derived from the metadata. Subclasses check their graph's inputs and outputs and call :meth:`_adopt`."""
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None, session: Any = None):
         self.path = Path(path)
-        if not self.path.is_file():
-            raise ModelError(f"{self.path}: no such model file")
-        self.session = _session(self.path, threads, providers)
+        if session is None:
+            if not self.path.is_file():
+                raise ModelError(f"{self.path}: no such model file")
+            session = _session(self.path, threads, providers)
+        self.session = session  # given by load_model, which opened it to read the metadata
         meta_map = self.session.get_modelmeta().custom_metadata_map
         if METADATA_KEY not in meta_map:
             raise ModelError(f"{self.path}: ONNX model without edgeser metadata (was it made by 'edgeser export'?)")
@@ -84,8 +86,8 @@ class OnnxModel(EdgeserModel):
     """ONNX Runtime session + metadata. ``providers`` actually in use are read from the session
     (``onnxruntime.get_device()`` says GPU for the GPU package even without a GPU)."""
 
-    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None):
-        super().__init__(path, threads, providers)
+    def __init__(self, path: str | Path, threads: int = 1, providers: Sequence[str] | None = None, session: Any = None):
+        super().__init__(path, threads, providers, session)
         inputs = {i.name: i.shape for i in self.session.get_inputs()}
         outputs = {o.name: o.shape for o in self.session.get_outputs()}
         if sorted(inputs) != sorted(INPUTS) or sorted(outputs) != sorted(OUTPUTS):

@@ -12,7 +12,9 @@ import numpy as np
 from ..audio import MAX_IN_MEMORY_S, audio_info, iter_audio_blocks, load_audio, prepare
 from ..errors import EdgeserError
 from .distribution import Distribution
-from .model_file import OnnxModel, softmax
+from .incremental import IncrementalModel, IncrementalStream
+from .load import load_model
+from .model_file import EdgeserModel, softmax
 from .speech import speech_fraction
 from .stream import EmotionStream
 
@@ -56,7 +58,7 @@ class Recognizer:
     ('angry', True)
     """
 
-    def __init__(self, model: OnnxModel):
+    def __init__(self, model: EdgeserModel):
         self.model = model
 
     @classmethod
@@ -66,7 +68,7 @@ class Recognizer:
         """Load ``path`` or, when ``None``, the bundled default model. ``threads`` sets ONNX Runtime's
         intra-op threads (default 1: on-device apps share the CPU). ``providers`` e.g.
         ``["CUDAExecutionProvider", "CPUExecutionProvider"]`` with onnxruntime-gpu installed."""
-        return cls(OnnxModel(path or DEFAULT_MODEL, threads=threads, providers=providers))
+        return cls(load_model(path or DEFAULT_MODEL, threads=threads, providers=providers))
 
     @property
     def path(self) -> Path:
@@ -150,7 +152,11 @@ class Recognizer:
 
     def stream(self, sample_rate: int = 16000, **options) -> EmotionStream:
         """An :class:`EmotionStream` over this model for audio arriving at ``sample_rate`` (options:
-        ``window_s``, ``hop_s``, ``min_window_s``, ``smoothing``, ``gate``, ``channels``)."""
+        ``window_s``, ``hop_s``, ``min_window_s``, ``smoothing``, ``gate``, ``channels``); over an incremental
+        model (the bundled one) an :class:`~edgeser.runtime.incremental.IncrementalStream`, which encodes
+        each hop's audio once and emits the same events."""
+        if isinstance(self.model, IncrementalModel):
+            return IncrementalStream(self.model, sample_rate=sample_rate, **options)
         return EmotionStream(self.model, sample_rate=sample_rate, **options)
 
     def astream(self, source, sample_rate: int = 16000, **options):  # noqa: ANN001, ANN201 (see aio.astream)

@@ -72,8 +72,8 @@ class EmotionStream:
     ``gate`` decides speech / no speech: True for the energy :class:`SpeechGate`, any :class:`Gate`,
     or None/False for none. ``channels`` is the channel count of raw PCM ``bytes`` chunks.
 
-    >>> from edgeser.runtime import DEFAULT_MODEL, OnnxModel
-    >>> stream = EmotionStream(OnnxModel(DEFAULT_MODEL), sample_rate=16000)
+    >>> from edgeser.runtime import DEFAULT_MODEL, load_model
+    >>> stream = EmotionStream(load_model(DEFAULT_MODEL), sample_rate=16000)
     >>> [ev.speech for ev in stream.feed(np.zeros(32000, np.float32))]   # 2 s of silence, a hop of 0.5 s
     [False, False, False]
     """
@@ -94,7 +94,7 @@ class EmotionStream:
         if not isinstance(model, OnnxModel) and not all(hasattr(model, a) for a in _MODEL_INTERFACE):
             raise TypeError(
                 f"EmotionStream needs a loaded OnnxModel, got {type(model).__name__} "
-                "(use Recognizer.stream(), or EmotionStream(OnnxModel(path)))"
+                "(use Recognizer.stream(), or EmotionStream(load_model(path)))"
             )
         m = model
         self.model, self.labels = m, m.labels
@@ -108,6 +108,8 @@ class EmotionStream:
         self.hop = hop_samples(m.hop_s if hop_s is None else hop_s, sr, stride)
         window = max(m.receptive_field, int((m.window_s if window_s is None else window_s) * sr))
         self.window_emb = m.n_embeddings(window)
+        if self.hop // stride > self.window_emb:  # an event would pool embeddings beyond the window it reports
+            raise ValueError(f"hop_s {self.hop / sr:g} is longer than the window ({window / sr:g} s): raise window_s")
         self.min_emb = max(1, min(self.window_emb, m.n_embeddings(int(min_window_s * sr))))
         self.smoothing = smoothing
         self.gate: Gate | None = SpeechGate(sample_rate=sr, window_s=window / sr) if gate is True else (gate or None)
