@@ -210,6 +210,8 @@ def save_checked(model, meta: dict, out: Path, parity_audio: Sequence[str | Path
     entry = model.metadata_props.add()
     entry.key, entry.value = METADATA_KEY, json.dumps(meta)
     model.producer_name = "edgeser"
+    for node in model.graph.node:  # the exporter's debug notes (they hold memory addresses): same weights, same bytes
+        del node.metadata_props[:]
     onnx.save(model, str(tmp))
     try:
         wavs = [load_audio(p, sample_rate) for p in parity_audio]
