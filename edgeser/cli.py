@@ -505,36 +505,39 @@ def train(
 @click.option("--tol", type=float, default=1e-4, show_default=True, help="Max abs probability difference allowed.")
 @click.option(
     "--form",
-    type=click.Choice(["whole", "incremental"]),
-    default="whole",
+    type=click.Choice(["incremental", "whole"]),
+    default="incremental",
     show_default=True,
-    help="whole: audio + cache in, each stream hop re-encodes the receptive field; incremental: convolution "
-    "states in and out, each hop encodes only its new audio (the bundled model's form).",
+    help="incremental: convolution states in and out, each stream hop encodes only its new audio (the bundled "
+    "model's form); whole: audio + cache in, each hop re-encodes the receptive field's context too.",
 )
 @click.option(
-    "--int8-weights",
-    is_flag=True,
-    help="Store the learned weights as int8 (about a third of the file, fp32 arithmetic; the parity "
-    "tolerance becomes at least 0.02). Incremental form only.",
+    "--weights",
+    type=click.Choice(["int8", "fp32"]),
+    default=None,
+    help="How the learned weights are stored: int8 (about a third of the file, fp32 arithmetic, probabilities "
+    "move by ~1e-3 and the parity tolerance becomes at least 0.02; incremental form only) or fp32. "
+    "[default: int8 for --form incremental, fp32 for whole]",
 )
-def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float, form: str, int8_weights: bool) -> None:
-    """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check).
-    The bundled model is ``--form incremental --int8-weights``."""
+def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float, form: str, weights: str | None) -> None:
+    """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check). The
+    default form is the bundled model's: the incremental graph with int8-stored weights."""
     _need_torch()
-    if int8_weights and form != "incremental":
-        _fail("--int8-weights needs --form incremental")
+    weights = weights or ("int8" if form == "incremental" else "fp32")
+    if weights == "int8" and form != "incremental":
+        _fail("--weights int8 needs --form incremental")
     if form == "incremental":
         from .export.incremental import export_incremental
 
-        res = export_incremental(checkpoint, out, parity_clip, tol, weights="int8" if int8_weights else "fp32")
+        res = export_incremental(checkpoint, out, parity_clip, tol, weights=weights)
     else:
         from .export import export_onnx
 
         res = export_onnx(checkpoint, out, parity_clip, tol)
     p = res["parity"]
     click.echo(
-        f"wrote {out} ({form}{', int8 weights' if int8_weights else ''}, {res['bytes'] / 1e6:.2f} MB, labels "
-        f"{','.join(res['labels'])}); parity on {p['clips']} clips: "
+        f"wrote {out} ({form}, {weights} weights, {res['bytes'] / 1e6:.2f} MB, labels {','.join(res['labels'])}); "
+        f"parity on {p['clips']} clips: "
         f"max |Δp| {p['max_abs_prob_diff']:.1e} whole, {p['max_abs_prob_diff_streamed']:.1e} streamed"
     )
 

@@ -75,19 +75,23 @@ def test_bundled_model_is_the_incremental_graph_with_int8_weights():
     assert "config" in json.loads({p.key: p.value for p in m.metadata_props}["edgeser"])["incremental"]
 
 
-def test_cli_exports_the_incremental_form_with_int8_weights(tiny_checkpoint, tmp_path):
+def test_cli_exports_the_bundled_form_by_default(tiny_checkpoint, tmp_path):
     from edgeser.cli import cli
+    from edgeser.runtime import OnnxModel
 
     out = tmp_path / "inc8.onnx"
-    r = CliRunner().invoke(
-        cli, ["export", str(tiny_checkpoint), "-o", str(out), "--form", "incremental", "--int8-weights"]
-    )
+    r = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(out)])
     assert r.exit_code == 0, r.output
     assert "incremental, int8 weights" in r.output
     rec = Recognizer.load(out)
     assert isinstance(rec.model, IncrementalModel) and rec.model.metadata["weights"] == "int8"
-    r = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(tmp_path / "w.onnx"), "--int8-weights"])
+    r = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(tmp_path / "w.onnx"), "--form", "whole"])
+    assert r.exit_code == 0, r.output
+    assert "whole, fp32 weights" in r.output and isinstance(Recognizer.load(tmp_path / "w.onnx").model, OnnxModel)
+    args = ["export", str(tiny_checkpoint), "-o", str(tmp_path / "x.onnx"), "--form", "whole", "--weights", "int8"]
+    r = CliRunner().invoke(cli, args)
     assert r.exit_code != 0 and "needs --form incremental" in r.output and "Traceback" not in r.output
+    assert not (tmp_path / "x.onnx").exists()
 
 
 def test_exports_carry_no_exporter_notes(tiny_checkpoint, tmp_path):
