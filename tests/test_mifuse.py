@@ -405,3 +405,18 @@ def test_diversity_prior_teachers_is_fixed_on_the_first_fused_labels_and_resumes
     assert not same(weights(tmp_path / "uni.pt"), weights(tmp_path / "full.pt"))
     with pytest.raises(ValueError, match="diversity_prior"):
         sfuda_adapt(source, clips, teachers(), tmp_path / "x.pt", cfg(diversity_prior="zipf"), progress=False)
+
+
+def test_anchor_weight_keeps_the_student_near_the_source(source, clips, tmp_path):
+    def distance(path):
+        before, after = weights(source), weights(path)
+        names = [n for n, _ in load_model(source).named_parameters()]
+        return sum(float(((after[n] - before[n]) ** 2).sum()) for n in names)
+
+    votes = lalm_votes(clips)
+    free, held = tmp_path / "free.pt", tmp_path / "held.pt"
+    mifuse_adapt(source, clips, [lalm_teacher(votes)], free, cfg(), progress=False)
+    mifuse_adapt(source, clips, [lalm_teacher(votes)], held, cfg(anchor_weight=10.0), progress=False)
+    assert 0 < distance(held) < 0.75 * distance(free)  # measured 0.50 (a few AdamW steps on the demo clips)
+    with pytest.raises(ValueError, match="anchor_weight"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(anchor_weight=-1.0), progress=False)

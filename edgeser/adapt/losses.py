@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+
 import torch
 
 
@@ -46,3 +48,14 @@ def entropy(logits: torch.Tensor) -> torch.Tensor:
     """Mean per-sample prediction entropy (nats)."""
     p = torch.softmax(logits.float(), dim=1)
     return -(p * torch.log(p + 1e-8)).sum(dim=1).mean()
+
+
+def anchor_loss(params: Iterable[torch.Tensor], anchors: Iterable[torch.Tensor]) -> torch.Tensor:
+    """L2-SP: the squared distance of the trained weights from the starting ones, ``Σ ||θ − θ₀||²``
+    (Li et al. 2018), a pull toward the source network instead of toward zero.
+
+    >>> anchor_loss([torch.tensor([1.0, 2.0]), torch.tensor([[0.5]])], [torch.zeros(2), torch.ones(1, 1)])
+    tensor(5.2500)
+    """
+    terms = [((p - a) ** 2).sum() for p, a in zip(params, anchors, strict=True)]
+    return torch.stack(terms).sum()

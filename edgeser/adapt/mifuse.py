@@ -53,7 +53,7 @@ from .fusion import (
     valid_rows,
 )
 from .loader import resolve_workers
-from .losses import cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
+from .losses import anchor_loss, cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
 from .model import EmotionNet
 from .progress import log
 from .reliability import DEFAULT_POWER, crossfit_predict, logmel_stats, reliability_prior, teacher_kappas
@@ -124,12 +124,17 @@ class MIFuseConfig(FitConfig):
     partial_weight: str = "full"
     #: mixup of the student's crops and fused targets, as :class:`~edgeser.adapt.train.TrainConfig`'s (0: off)
     mixup: float = 0.0
+    #: weight of the L2-SP pull toward the source network's weights (:func:`edgeser.adapt.losses.anchor_loss`;
+    #: 0: off): a few hundred clips of a few speakers, and the student drifts toward what only they share
+    anchor_weight: float = 0.0
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
     if cfg.reliability not in RELIABILITY:
         raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {cfg.reliability!r}")
     parse_budget(cfg.lalm_budget, 1)  # a malformed budget fails before any work
+    if not cfg.anchor_weight >= 0:
+        raise ValueError(f"anchor_weight must be >= 0, got {cfg.anchor_weight}")
     if not cfg.encoder_lr_scale >= 0:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if cfg.partial_weight not in PARTIAL_WEIGHTS:
@@ -194,6 +199,7 @@ class FusionMethod(AdaptMethod):
         if not self.fixed:
             self.notes.append("no fixed (LALM) teacher: classifier-only self-training (mean teacher), not MI-Fuse")
         self.answers: dict[int, np.ndarray] = {}
+        self._anchors: list[torch.Tensor] | None = None  # anchor_weight > 0: the source's weights on the device
         self.fused: Fused | None = None
         self.clip_weights: np.ndarray | None = None
 
@@ -429,7 +435,13 @@ class FusionMethod(AdaptMethod):
         loss = ce + self.cfg.diversity_weight * div
         if self.penalty is not None:
             loss = loss + self.cfg.penalty_weight * cooccurrence_penalty_loss(logits, t, self.penalty)
-        return loss, {"ce": ce.item(), "diversity": div.item()}
+        parts = {"ce": ce.item(), "diversity": div.item()}
+        if self.cfg.anchor_weight > 0:
+            if self._anchors is None:  # the source's weights, where the student started (also after a resume)
+                self._anchors = [p.detach().to(ctx.device) for p in self.source_net.parameters()]
+            anchor = anchor_loss(ctx.net.parameters(), self._anchors)
+            loss, parts["anchor"] = loss + self.cfg.anchor_weight * anchor, anchor.item()
+        return loss, parts
 
     def after_step(self, ctx: FitContext) -> None:
         for i in self.moving:
