@@ -131,12 +131,15 @@ def test_receptive_field_and_stride_are_checked_against_the_graph(tiny_onnx, tmp
 
 def test_export_checks_the_output_folder_before_any_work(tmp_path) -> None:
     from edgeser.export import export_onnx
+    from edgeser.export.incremental import export_incremental
 
     # the checkpoint does not even exist: the folder is checked first
     with pytest.raises(ModelError, match="no such folder"):
         export_onnx(tmp_path / "nothing.pt", tmp_path / "missing" / "x.onnx")
     with pytest.raises(ModelError, match="is a folder"):
         export_onnx(tmp_path / "nothing.pt", tmp_path)
+    with pytest.raises(ModelError, match="no such folder"):  # the incremental form (the CLI's default) alike
+        export_incremental(tmp_path / "nothing.pt", tmp_path / "missing" / "x.onnx")
     r = subprocess.run(
         [
             sys.executable,

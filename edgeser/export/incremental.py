@@ -192,6 +192,7 @@ def export_incremental(
     (``weights="int8"``: int8-stored weights, see :func:`export_incremental_net`)."""
     from ..adapt.checkpoint import load_model, read_checkpoint
 
+    _check_writable(Path(out))  # before reading the checkpoint: a bad output path is reported first
     ckpt = read_checkpoint(checkpoint)
     net = load_model(checkpoint)
     meta = metadata_for(net, {**ckpt.get("summary", {}), **(extra_metadata or {})})
