@@ -125,7 +125,8 @@ class MIFuseConfig(FitConfig):
     #: mixup of the student's crops and fused targets, as :class:`~edgeser.adapt.train.TrainConfig`'s (0: off)
     mixup: float = 0.0
     #: weight of the L2-SP pull toward the source network's weights (:func:`edgeser.adapt.losses.anchor_loss`;
-    #: 0: off): a few hundred clips of a few speakers, and the student drifts toward what only they share
+    #: 0: off): a few hundred clips of a few speakers, and the student drifts toward what only they share; 0.01
+    #: lost 0.7-0.9 points in the regime benchmark (results_fusion_variants_quick.md), so it is off
     anchor_weight: float = 0.0
 
 
