@@ -42,10 +42,10 @@ TEST = {"emodb": {"03", "08"}, "nemo": {"EB0", "KS0"}, "turev_db": {"1358"}}
 VAL = {"emodb": {"09", "10"}, "nemo": {"IC0"}, "turev_db": {"1984"}}
 ONNX_OUT = REPO / "edgeser" / "runtime" / "default_model" / "edgeser-default.onnx"
 #: the recipe of the bundled model as shipped (edgeser 0.1's training defaults and 20 epochs). The library's
-#: defaults changed in 0.2 (``TrainConfig``: the last epoch, mixup; then room and telephone augmentation, not
-#: measured at this scale); at this scale (three corpora, ~1,000-1,500 clips) the first two did not generalise
-#: better to a left-out corpus (loco_library_defaults/results_loco.md: mean UA 0.412 against 0.431, one seed), so
-#: the bundled model keeps this recipe
+#: defaults changed in 0.2 (``TrainConfig``: the last epoch, mixup; then room and telephone augmentation); at this
+#: scale (three corpora, ~1,000-1,500 clips) they did not generalise better to a left-out corpus (mean UA, one seed:
+#: 0.412 for the first two, loco_library_defaults/; 0.401 with all four,
+#: loco_library_defaults_room_telephone/; 0.431 for this recipe), so the bundled model keeps this recipe
 #: the file the package ships (0.2): the incremental graph (a stream encodes each hop once; issue 10) with int8-stored
 #: weights (0.38 MB instead of 1.93, fp32 arithmetic; results_shipped_form.md)
 SHIPPED_FORM = {"graph": "incremental", "weights": "int8"}
