@@ -103,3 +103,15 @@ def test_exports_carry_no_exporter_notes(tiny_checkpoint, tmp_path):
     nodes = onnx.load(str(tmp_path / "a.onnx")).graph.node
     assert len(nodes) > 50 and not any(n.metadata_props for n in nodes)
     assert not any(n.metadata_props for n in onnx.load(str(DEFAULT_MODEL)).graph.node)
+
+
+def test_load_model_picks_the_class_by_the_metadata_entry_not_by_a_string(tiny_onnx, tmp_path):
+    from edgeser.runtime import OnnxModel, load_model
+
+    m = onnx.load(str(tiny_onnx))
+    meta = json.loads(m.metadata_props[0].value)
+    meta["model_card"] = 'mentions "incremental" in its text'  # a whole-clip file: not an incremental one
+    m.metadata_props[0].value = json.dumps(meta)
+    onnx.save(m, str(tmp_path / "w.onnx"))
+    assert type(load_model(tmp_path / "w.onnx")) is OnnxModel
+    assert type(load_model(DEFAULT_MODEL)) is IncrementalModel

@@ -14,7 +14,6 @@ bundled model's held-out-speaker UA is in ``MODEL_CARD.md``."""
 from __future__ import annotations
 
 from collections.abc import Collection
-from pathlib import Path
 
 import numpy as np
 
@@ -92,23 +91,3 @@ def stored_weights(model) -> dict[str, np.ndarray]:  # noqa: ANN001 (onnx.ModelP
         elif not (name.endswith(SCALE) and name[: -len(SCALE)] + INT8 in raw):
             out[name] = a
     return out
-
-
-def store_int8_file(src: str | Path, out: str | Path, skip: Collection[str] = (), min_size: int = 1024) -> Path:
-    """:func:`store_int8` from file ``src`` to file ``out`` (metadata kept, ``weights: "int8"`` added to
-    the edgeser entry when there is one)."""
-    import json
-
-    import onnx
-
-    from ..runtime.contract import METADATA_KEY
-
-    model = store_int8(onnx.load(str(src)), skip, min_size)
-    for p in model.metadata_props:
-        if p.key == METADATA_KEY:
-            meta = json.loads(p.value)
-            meta["weights"] = "int8"
-            p.value = json.dumps(meta)
-    onnx.checker.check_model(model)
-    onnx.save(model, str(out))
-    return Path(out)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -19,7 +20,10 @@ def load_model(path: str | Path, threads: int = 1, providers: Sequence[str] | No
     if not path.is_file():
         raise ModelError(f"{path}: no such model file")
     session = _session(path, threads, providers)
-    raw = session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "")
-    if '"incremental"' in raw:  # the class checks the metadata properly; this only picks it
+    try:  # the class checks the metadata properly (one-line errors); this only picks the class
+        meta = json.loads(session.get_modelmeta().custom_metadata_map.get(METADATA_KEY, "{}"))
+    except json.JSONDecodeError:
+        meta = None
+    if isinstance(meta, dict) and "incremental" in meta:
         return IncrementalModel(path, threads, providers, session)
     return OnnxModel(path, threads, providers, session)
