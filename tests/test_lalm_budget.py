@@ -8,7 +8,7 @@ import pytest
 
 from edgeser.adapt.budget import entropy_rows, parse_budget, quotas, select_clips
 from edgeser.adapt.checkpoint import read_checkpoint
-from edgeser.adapt.mifuse import EMATeacher, MIFuseConfig, mifuse_adapt
+from edgeser.adapt.mifuse import EMATeacher, MIFuseConfig, _check_cfg, mifuse_adapt
 from edgeser.demo import demo_manifest
 from edgeser.errors import EdgeserError
 from edgeser.manifest import read_manifest
@@ -45,6 +45,25 @@ def test_select_clips_stratified_least_sure_first():
     assert select_clips(p, 3).tolist() == [1, 2, 4]
     assert select_clips(p, 9).tolist() == [0, 1, 2, 3, 4]
     np.testing.assert_allclose(entropy_rows(np.array([[1.0, 0.0], [0.5, 0.5]])), [0.0, np.log(2)])
+
+
+def test_select_clips_rules():
+    p = np.array([[0.9, 0.1], [0.6, 0.4], [0.55, 0.45], [0.95, 0.05], [0.2, 0.8], [0.4, 0.6]])
+    least = select_clips(p, 2, seed=0)
+    assert least.tolist() == [2, 5]  # the least sure of each predicted class
+    for seed in range(5):  # stratified: still one per predicted class, but not by entropy
+        strat = select_clips(p, 2, seed=seed, rule="stratified")
+        assert sorted(int(p[i].argmax()) for i in strat) == [0, 1]
+    picks = {tuple(select_clips(p, 2, seed=s, rule="stratified").tolist()) for s in range(20)}
+    assert len(picks) > 1 and any(pick != (2, 5) for pick in picks)  # the order within a class is the seed's
+    randoms = [select_clips(p, 2, seed=s, rule="random") for s in range(40)]
+    assert all(len(r) == 2 and len(set(r.tolist())) == 2 for r in randoms)
+    assert any(all(p[i].argmax() == 0 for i in r) for r in randoms)  # no strata: both may be of one class
+    assert select_clips(p, 2, seed=3, rule="random").tolist() == select_clips(p, 2, seed=3, rule="random").tolist()
+    with pytest.raises(ValueError, match="budget rule"):
+        select_clips(p, 2, rule="cheapest")
+    with pytest.raises(ValueError, match="budget_rule"):  # refused when a run is set up, before any work
+        _check_cfg(MIFuseConfig(lalm_budget="50%", budget_rule="cheapest"))
 
 
 def test_ties_follow_the_seed():

@@ -77,16 +77,31 @@ def quotas(counts: np.ndarray, budget: int) -> np.ndarray:
     return take
 
 
-def select_clips(probs: np.ndarray, budget: int, seed: int = 0) -> np.ndarray:
+#: how :func:`select_clips` orders the clips: ``"least-sure"`` (stratified, the classifier's least sure first; the
+#: default), ``"stratified"`` (stratified, in a seeded random order within each class) or ``"random"`` (a seeded
+#: random sample, no strata)
+RULES = ("least-sure", "stratified", "random")
+
+
+def select_clips(probs: np.ndarray, budget: int, seed: int = 0, rule: str = "least-sure") -> np.ndarray:
     """Sorted indices of the ``budget`` clips to ask the LALM about, from the source classifier's class
-    probabilities ``[N, C]`` (see the module docstring)."""
+    probabilities ``[N, C]`` (see the module docstring and :data:`RULES`).
+
+    >>> p = np.array([[0.9, 0.1], [0.6, 0.4], [0.5, 0.5], [0.2, 0.8], [0.45, 0.55]])
+    >>> select_clips(p, 2).tolist()  # one per predicted class, the least sure of each
+    [2, 4]
+    """
+    if rule not in RULES:
+        raise ValueError(f"budget rule must be one of {', '.join(RULES)}, got {rule!r}")
     probs = np.asarray(probs, np.float64)
     n = len(probs)
     if budget >= n:
         return np.arange(n)
-    pred = probs.argmax(axis=1)
     tiebreak = np.random.default_rng([seed, 4]).random(n)
-    h = entropy_rows(probs)
+    if rule == "random":
+        return np.sort(np.argsort(tiebreak, kind="stable")[:budget])
+    pred = probs.argmax(axis=1)
+    h = entropy_rows(probs) if rule == "least-sure" else np.zeros(n)
     take = quotas(np.bincount(pred, minlength=probs.shape[1]), budget)
     chosen = []
     for c, k in enumerate(take):

@@ -24,6 +24,7 @@ import torch
 from ..errors import EdgeserError
 from ..labels import cooccurrence_penalty, votes_from_samples
 from ..manifest import Clip
+from .budget import RULES as BUDGET_RULES
 from .budget import parse_budget, select_clips
 from .data import softmax, teacher_clips
 from .distributed import current, main_first
@@ -115,6 +116,8 @@ class MIFuseConfig(FitConfig):
     #: ask the fixed teachers (the LALM) about at most this many clips: a count or a percentage like "25%"
     #: (None: every clip); chosen by :func:`edgeser.adapt.budget.select_clips`, the others train all the same
     lalm_budget: int | str | None = None
+    #: how the budget's clips are chosen (:data:`edgeser.adapt.budget.RULES`): "least-sure", "stratified", "random"
+    budget_rule: str = "least-sure"
     #: learning rate of the frame encoder (input norm, stem, blocks) relative to ``lr``; 0 freezes its weights
     #: (its batch-norm statistics still follow the target audio); the bottleneck and classifier get ``lr``
     encoder_lr_scale: float = 1.0
@@ -134,6 +137,8 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
     if cfg.reliability not in RELIABILITY:
         raise ValueError(f"reliability must be one of {', '.join(RELIABILITY)}, got {cfg.reliability!r}")
     parse_budget(cfg.lalm_budget, 1)  # a malformed budget fails before any work
+    if cfg.budget_rule not in BUDGET_RULES:
+        raise ValueError(f"budget_rule must be one of {', '.join(BUDGET_RULES)}, got {cfg.budget_rule!r}")
     if not cfg.anchor_weight >= 0:
         raise ValueError(f"anchor_weight must be >= 0, got {cfg.anchor_weight}")
     if not cfg.encoder_lr_scale >= 0:
@@ -248,10 +253,15 @@ class FusionMethod(AdaptMethod):
         if budget is None or budget >= n:
             return np.arange(n)
         _, logits = full_pass(self.source_net, self.wavs, torch.device("cpu"), self.cfg.eval_batch_size)
-        chosen = select_clips(softmax(logits), budget, self.cfg.seed)
+        chosen = select_clips(softmax(logits), budget, self.cfg.seed, self.cfg.budget_rule)
+        how = {
+            "least-sure": "stratified over the source model's predicted classes, least sure first",
+            "stratified": "stratified over the source model's predicted classes, in a random order",
+            "random": "a random sample",
+        }[self.cfg.budget_rule]
         note = (
-            f"LALM budget {self.cfg.lalm_budget}: the fixed teachers hear {len(chosen)} of {n} clips (stratified "
-            "over the source model's predicted classes, least sure first); the other teachers cover the rest"
+            f"LALM budget {self.cfg.lalm_budget}: the fixed teachers hear {len(chosen)} of {n} clips ({how}); "
+            "the other teachers cover the rest"
         )
         log(note, progress)
         self.notes.append(note)
