@@ -27,7 +27,7 @@ def wavs():
 
 def test_the_rebuilt_source_computes_what_the_bundled_onnx_computes(wavs):
     """The bundled file is the incremental graph with int8-stored weights; the net is rebuilt from its
-    dequantized weights. Measured max |dp| over the 8 demo clips: 1.2e-7 (float32 rounding); the test
+    dequantized weights. Measured max |dp| over the 8 demo clips: 1.8e-7 (float32 rounding); the test
     allows 1e-5."""
     net, desc, summary = load_source(None)
     assert load_source("default")[1] == desc == bundled_description()

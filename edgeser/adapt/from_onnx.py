@@ -12,8 +12,7 @@ BatchNormalization node, the incremental graph folds its affine map into the ste
 batch-norm parameters cannot be recovered. The rebuilt net puts the folded weights in the conv/linear
 layers and makes those batch norms an exact identity plus the folded bias (``running_var = 1 - eps``,
 ``running_mean = 0``, ``weight = 1``): in eval mode it computes what the ONNX graph computes (to float
-rounding; a mel filterbank stored int8 is adopted as it is). Train-mode batch norm would normalise by
-batch statistics instead; call ``calibrate_batchnorm`` on real audio first to give the batch norms
+rounding). Train-mode batch norm would normalise by batch statistics instead; call ``calibrate_batchnorm`` on real audio first to give the batch norms
 statistics that leave the eval output unchanged and make train mode start close to it."""
 
 from __future__ import annotations
@@ -95,22 +94,11 @@ def _head(path: Path, net: EmotionNet, gemms: list, weights: dict) -> None:
     _put(path, net.classifier.bias, gemms[1].input[2], weights[gemms[1].input[2]])
 
 
-def _int8_stored(model) -> set[str]:  # noqa: ANN001 (onnx.ModelProto)
-    """Names of the weights stored int8 (:func:`edgeser.export.storage.store_int8`)."""
-    from ..export.storage import INT8
-
-    return {t.name[: -len(INT8)] for t in model.graph.initializer if t.name.endswith(INT8)}
-
-
-def _frontend(path: Path, net: EmotionNet, weights: dict, int8: set[str]) -> None:
+def _frontend(path: Path, net: EmotionNet, weights: dict) -> None:
     """Check the incremental graph's DFT and mel matrices against what ``IncrementalGraph`` builds from
-    edgeser's frontend for this config (to float rounding, or within half an int8 step per mel band for
-    int8-stored ones: ``export_incremental_net`` keeps them fp32, a hand-made file may not), then give
-    ``net`` the graph's mel filterbank, so that the rebuilt net computes what the file computes (an
-    int8-stored filterbank moved the bundled model's probabilities by up to 7.7e-4 on the demo clips).
-    ``LogMel.mel`` is not a persistent buffer: a checkpoint saved from the net gets edgeser's exact
-    filterbank back when loaded."""
-    from .incremental import IncrementalGraph, factored_dft
+    edgeser's frontend for this config, to float rounding (``export_incremental_net`` keeps them fp32), so
+    that the net's own frontend computes what the file computes."""
+    from .incremental import IncrementalGraph
 
     ref = IncrementalGraph(net)
     for name in ("window", "stage1", "twiddle_cos", "twiddle_sin", "stage2", "dft", "mel"):
@@ -120,18 +108,9 @@ def _frontend(path: Path, net: EmotionNet, weights: dict, int8: set[str]) -> Non
         got = weights.get(name)
         if got is None or got.shape != want.shape:
             raise ModelError(f"{path}: the graph's frontend ({name}) is not the one of its config")
-        # symmetric int8 per output column (mel band): at most half a step, max |column| / 254
-        tol = np.abs(want).max(axis=0) / 254 * 1.001 + 1e-6 if name in int8 else 1e-6
-        if (np.abs(got - want) > tol).any():
+        if np.abs(got - want).max() > 1e-6:
             what = "mel filterbank (f_min/f_max differ?)" if name == "mel" else "DFT"
             raise ModelError(f"{path}: the graph's {what} is not edgeser's for its config")
-    # the graph's mel rows follow the factored DFT's bin order (padding rows past the last bin are zero)
-    n_bins = net.frontend.n_bins
-    fft = factored_dft(net.cfg.n_fft, n_bins)
-    order = np.arange(n_bins) if fft is None else fft["order"]
-    mel = np.zeros((net.cfg.n_mels, n_bins), np.float32)
-    mel[:, order[order < n_bins]] = weights["mel"][order < n_bins].T
-    net.frontend.mel.copy_(torch.from_numpy(mel))
 
 
 def _load_incremental(path: Path, model, meta: dict) -> EmotionNet:  # noqa: ANN001 (onnx.ModelProto)
@@ -170,7 +149,7 @@ def _load_incremental(path: Path, model, meta: dict) -> EmotionNet:  # noqa: ANN
     net = EmotionNet(cfg).eval()
     c, k = cfg.channels, net.stem[0].kernel_size[0]
     try:
-        _frontend(path, net, weights, _int8_stored(model))
+        _frontend(path, net, weights)
         # the input norm's affine map is folded into the stem: here an exact identity
         _identity_bn(net.input_norm, np.zeros(cfg.n_mels, np.float32))
         # a layer's matrix: rows tap-major (tap, input channel), columns the output channels
