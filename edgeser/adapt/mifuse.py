@@ -175,6 +175,27 @@ def _unique_names(teachers: Sequence[Teacher | MovingTeacher]) -> list[str]:
     return names
 
 
+def referee_labels(
+    net: EmotionNet, wavs: Sequence[np.ndarray], fixed_answers: Sequence[np.ndarray], seed: int = 0
+) -> np.ndarray | None:
+    """Cross-fitted top class per clip of a ridge classifier on clip log-mel statistics (``net``'s frontend,
+    on the CPU), trained on the fixed teachers' (the LALM's) top labels (:mod:`edgeser.adapt.reliability`);
+    None when fewer than 2 clips have a fixed teacher's answer."""
+    fixed = fuse(list(fixed_answers), "equal")
+    if fixed.covered.sum() < 2:
+        return None
+    frontend, need = net.frontend.cpu(), net.cfg.n_fft + net.cfg.hop_length
+    with torch.no_grad():
+        feats = np.stack(
+            [
+                logmel_stats(frontend(torch.from_numpy(np.pad(w, (0, max(0, need - len(w)))))[None])[0].numpy())
+                for w in wavs
+            ]
+        )
+    y = np.nan_to_num(fixed.target).argmax(axis=1)
+    return crossfit_predict(feats, y, fixed.covered, fixed.target.shape[1], seed=seed)
+
+
 class FusionMethod(AdaptMethod):
     """The student of MI-Fuse (and of LALM-SFUDA / self-training: the same loop with other teachers)."""
 
@@ -324,24 +345,12 @@ class FusionMethod(AdaptMethod):
         return student
 
     def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
-        """Cross-fitted top class of a ridge classifier on clip log-mel statistics, trained on the fixed
-        teachers' labels (``edgeser.adapt.reliability``); None when reliability is off or moot."""
+        """The referee's labels (:func:`referee_labels`); None when reliability is off or moot."""
         if self.cfg.reliability == "none" or not self.fixed or len(self.teachers) < 2:
             return None
-        fixed = fuse([self.answers[i] for i in self.fixed], "equal")
-        if fixed.covered.sum() < 2:
-            return None
-        frontend, need = net.frontend.cpu(), net.cfg.n_fft + net.cfg.hop_length
-        with torch.no_grad():
-            feats = np.stack(
-                [
-                    logmel_stats(frontend(torch.from_numpy(np.pad(w, (0, max(0, need - len(w)))))[None])[0].numpy())
-                    for w in self.wavs
-                ]
-            )
+        referee = referee_labels(net, self.wavs, [self.answers[i] for i in self.fixed], seed=self.cfg.seed)
         net.frontend.to(device)
-        y = np.nan_to_num(fixed.target).argmax(axis=1)
-        return crossfit_predict(feats, y, fixed.covered, len(self.labels), seed=self.cfg.seed)
+        return referee
 
     def param_groups(self, net: EmotionNet) -> list[dict]:
         scale = self.cfg.encoder_lr_scale
