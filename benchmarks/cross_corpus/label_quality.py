@@ -150,7 +150,7 @@ def write(cells: dict, args: argparse.Namespace, wall_s: float) -> None:
     command = "python benchmarks/cross_corpus/label_quality.py " + " ".join(sys.argv[1:])
     md = f"""# MI-Fuse's labels against what its student learns (quick caps)
 
-Command: `{command}`; {m.get("cpu", "")} {m["cores"]} cores, Python {m["python"]}, torch {m.get("torch")};
+Command: `{command}`; git {m.get("git_commit", "?")}; {m.get("cpu", "")} {m["cores"]} cores, Python {m["python"]}, torch {m.get("torch")};
 {wall_s / 60:.1f} min. Seeds {", ".join(map(str, args.seeds))}; the 4 transfers; the regime benchmark's quick caps
 (200 adaptation clips, 240 test clips per transfer), its source models and its cached LALM answers.
 
@@ -160,8 +160,8 @@ reliability prior), and the test-half UA its student and LALM-SFUDA's reached in
 
 {chr(10).join(rows)}
 
-How to read it: the fused labels are at least as good as the LALM's votes on the clips the LALM answered, in
-every regime; what MI-Fuse loses to LALM-SFUDA with the mid LALM, and what every student loses to its labels, is
+How to read it: on the clips the LALM answered the fused labels are better than its votes with the weak and mid
+LALMs and as good with the strong one; what MI-Fuse loses to LALM-SFUDA with the mid LALM, and what every student loses to its labels, is
 lost in training, not in the fusion. The students' UA is of the test half's speakers, the labels' of the
 adaptation half's (the same clips the student trains on).
 
