@@ -35,6 +35,7 @@ import torch.distributed as dist
 
 from ..errors import EdgeserError
 from .audio_store import lengths_of
+from .norm import FrameBatchNorm
 
 #: how long a process waits for the others at a collective step (the LALM annotation by rank 0 included)
 TIMEOUT = timedelta(hours=6)
@@ -217,33 +218,6 @@ def mean_over(values: Sequence[float], world: World) -> list[float]:
     return [float(v) / world.size for v in t.cpu().tolist()]
 
 
-def _shared_stats_forward(self: torch.nn.modules.batchnorm._BatchNorm, x: torch.Tensor) -> torch.Tensor:
-    """Batch norm in training mode over the whole batch of all processes (the statistics summed with a
-    differentiable all-reduce); eval mode as usual."""
-    if not self.training or not _active(self._edgeser_world):
-        return type(self).forward(self, x)
-    from torch.distributed.nn.functional import all_reduce
-
-    dims = [0] if x.dim() == 2 else [0, *range(2, x.dim())]
-    xf = x.float()
-    c = x.shape[1]
-    local = torch.cat([xf.sum(dims), (xf * xf).sum(dims), xf.new_tensor([xf.numel() / c])])
-    total = all_reduce(local)
-    n = total[-1]
-    mean = total[:c] / n
-    var = (total[c : 2 * c] / n - mean * mean).clamp_min(0.0)
-    with torch.no_grad():
-        self.num_batches_tracked.add_(1)
-        m = self.momentum if self.momentum is not None else 1.0 / float(self.num_batches_tracked)
-        self.running_mean.mul_(1 - m).add_(mean.detach(), alpha=m)
-        self.running_var.mul_(1 - m).add_(var.detach() * (n / (n - 1)).detach(), alpha=m)
-    shape = (1, c) + (1,) * (x.dim() - 2)
-    y = (xf - mean.view(shape)) * torch.rsqrt(var.view(shape) + self.eps)
-    if self.affine:
-        y = y * self.weight.view(shape) + self.bias.view(shape)
-    return y.to(x.dtype)
-
-
 @contextlib.contextmanager
 def shared_batch_norm(net: torch.nn.Module, world: World) -> Iterator[None]:
     """Within the block, the batch norms of ``net`` normalise with the statistics of the whole batch, all
@@ -252,15 +226,20 @@ def shared_batch_norm(net: torch.nn.Module, world: World) -> Iterator[None]:
     if not _active(world):
         yield
         return
+    from torch.distributed.nn.functional import all_reduce  # differentiable: the statistics carry gradients
+
     norms = [m for m in net.modules() if isinstance(m, torch.nn.modules.batchnorm._BatchNorm)]
     for m in norms:
-        m._edgeser_world = world
-        m.forward = _shared_stats_forward.__get__(m)  # this instance only
+        m.reduce = all_reduce
+        if not isinstance(m, FrameBatchNorm):
+            m.forward = FrameBatchNorm.forward.__get__(m)  # this instance only
     try:
         yield
     finally:
         for m in norms:
-            del m.forward, m._edgeser_world
+            del m.reduce
+            if not isinstance(m, FrameBatchNorm):
+                del m.forward
 
 
 class Subset(Sequence[np.ndarray]):

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from .frontend import LogMel
+from .norm import FrameBatchNorm
 
 
 @dataclass
@@ -38,6 +39,8 @@ class ModelConfig:
     #: SpecAugment while training (0 = off): up to this many mel bins / frames masked, twice each
     freq_mask: int = 8
     time_mask: int = 20
+    #: batch norm statistics in training from real frames only, not a batch's zero padding (``edgeser.adapt.norm``)
+    masked_norm: bool = True
     #: recommended streaming window and hop (seconds); hop is rounded to the embedding stride
     window_s: float = 2.0
     hop_s: float = 0.5
@@ -77,12 +80,13 @@ class _Block(nn.Module):
     def __init__(self, channels: int, dilation: int, dropout: float):
         super().__init__()
         self.conv = nn.Conv1d(channels, channels, 3, dilation=dilation, bias=False)
-        self.bn = nn.BatchNorm1d(channels)
+        self.bn = FrameBatchNorm(channels)
         self.drop = nn.Dropout1d(dropout)
         self.crop = dilation
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x[:, :, self.crop : x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x))))
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
+        """``mask`` ``[B, T_out]``: the output frames computed from real samples only (batch-norm statistics)."""
+        return x[:, :, self.crop : x.shape[2] - self.crop] + self.drop(torch.relu(self.bn(self.conv(x), mask)))
 
 
 def _spec_augment(x: torch.Tensor, freq: int, time: int, n: int = 2) -> torch.Tensor:
@@ -106,10 +110,10 @@ class EmotionNet(nn.Module):
         super().__init__()
         self.cfg = cfg
         self.frontend = LogMel(cfg.sample_rate, cfg.n_fft, cfg.hop_length, cfg.n_mels, cfg.f_min, cfg.f_max)
-        self.input_norm = nn.BatchNorm1d(cfg.n_mels)
+        self.input_norm = FrameBatchNorm(cfg.n_mels)
         c = cfg.channels
         self.stem = nn.Sequential(
-            nn.Conv1d(cfg.n_mels, c, 3, stride=cfg.stem_stride, bias=False), nn.BatchNorm1d(c), nn.ReLU()
+            nn.Conv1d(cfg.n_mels, c, 3, stride=cfg.stem_stride, bias=False), FrameBatchNorm(c), nn.ReLU()
         )
         self.blocks = nn.Sequential(*[_Block(c, d, cfg.encoder_dropout) for d in cfg.dilations])
         self.pool_dropout = nn.Dropout(cfg.dropout)
@@ -123,12 +127,31 @@ class EmotionNet(nn.Module):
     def labels(self) -> list[str]:
         return list(self.cfg.labels)
 
-    def embed(self, wav: torch.Tensor) -> torch.Tensor:
-        """``[B, T]`` waveform -> ``[B, C, F]`` frame embeddings."""
-        x = self.input_norm(self.frontend(wav))
+    def embed(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
+        """``[B, T]`` waveform -> ``[B, C, F]`` frame embeddings. ``lengths`` (samples; training only, with
+        ``cfg.masked_norm``) keeps the zero padding out of the batch-norm statistics."""
+        x = self.frontend(wav)
+        mask = None
+        # (a batch whose every clip is shorter than one embedding's receptive field keeps the padding in)
+        if (
+            lengths is not None
+            and self.training
+            and self.cfg.masked_norm
+            and bool((self.cfg.n_embeddings(lengths) > 0).any())
+        ):
+            valid = (lengths.to(x.device) - self.cfg.n_fft) // self.cfg.hop_length + 1
+            mask = torch.arange(x.shape[2], device=x.device)[None, :] < valid[:, None]
+        x = self.input_norm(x, mask)
         if self.training and (self.cfg.freq_mask or self.cfg.time_mask):
             x = _spec_augment(x, self.cfg.freq_mask, self.cfg.time_mask)
-        return self.blocks(self.stem(x))
+        conv, norm, act = self.stem
+        # an output frame is real when its last input frame is: conv k=3, stride s -> frames 2, 2 + s, ...
+        mask = None if mask is None else mask[:, 2 :: self.cfg.stem_stride]
+        x = act(norm(conv(x), mask))
+        for blk in self.blocks:
+            mask = None if mask is None else mask[:, 2 * blk.crop :]
+            x = blk(x, mask)
+        return x
 
     @staticmethod
     def pool(emb: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
@@ -157,7 +180,7 @@ class EmotionNet(nn.Module):
         return torch.arange(n_frames, device=lengths.device)[None, :] < valid[:, None]
 
     def features(self, wav: torch.Tensor, lengths: torch.Tensor | None = None) -> torch.Tensor:
-        emb = self.embed(wav)
+        emb = self.embed(wav, lengths)
         mask = None if lengths is None else self.frame_mask(lengths, emb.shape[2])
         return self.bottleneck(self.pool(emb, mask))
 
