@@ -91,3 +91,13 @@ def test_old_checkpoint_state_dicts_load():
     state = {k: v.clone() for k, v in net.state_dict().items()}
     assert {"input_norm.running_mean", "stem.1.running_var", "blocks.0.bn.num_batches_tracked"} <= set(state)
     EmotionNet(net.cfg).load_state_dict(state)
+
+
+def test_a_config_without_the_field_keeps_the_old_statistics():
+    """Checkpoints written before masked_norm existed were trained with the padding in their statistics:
+    fine-tuning one keeps them; a new config and a stored new one use the masked statistics."""
+    old = ModelConfig(labels=LABELS).to_dict()
+    del old["masked_norm"]
+    assert ModelConfig.from_dict(old).masked_norm is False
+    assert ModelConfig(labels=LABELS).masked_norm is True
+    assert ModelConfig.from_dict(ModelConfig(labels=LABELS).to_dict()).masked_norm is True

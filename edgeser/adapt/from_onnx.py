@@ -125,7 +125,9 @@ def _load_incremental(path: Path, model, meta: dict) -> EmotionNet:  # noqa: ANN
             "re-export it with this edgeser, or rebuild from the whole-clip model file"
         )
     try:
-        cfg = ModelConfig.from_dict(inc["config"])
+        # the rebuilt batch norms are identities (the file folds them into the layers), so training re-estimates
+        # every statistic: the library's default applies unless the file says how its model was trained
+        cfg = ModelConfig.from_dict({"masked_norm": ModelConfig.masked_norm, **inc["config"]})
     except (TypeError, ValueError) as e:
         raise ModelError(f"{path}: malformed network config in the metadata ({e})") from None
     try:

@@ -69,8 +69,11 @@ class ModelConfig:
 
     @classmethod
     def from_dict(cls, d: dict) -> ModelConfig:
+        """A stored config. One without ``masked_norm`` was trained before it existed, with the padding in its
+        batch-norm statistics: fine-tuning it keeps those statistics."""
         d = dict(d)
         d["dilations"] = tuple(d.get("dilations", (1, 2, 4, 1, 2)))
+        d.setdefault("masked_norm", False)
         return cls(**d)
 
 
