@@ -372,7 +372,18 @@ def test_server_dying_midway_then_rerun_asks_only_for_the_missing(start_server, 
     assert (t2.usage.calls, t2.usage.cached) == (2, 4)
 
 
-def test_ctrl_c_keeps_what_was_cached_and_a_rerun_resumes(start_server, clips, tmp_path, capsys) -> None:
+@pytest.fixture
+def sigint_handled():
+    """Python's own SIGINT handler for the test: a job a shell starts in the background has SIGINT ignored, and
+    ``_thread.interrupt_main`` then does nothing."""
+    old = signal.signal(signal.SIGINT, signal.default_int_handler)
+    yield
+    signal.signal(signal.SIGINT, old)
+
+
+def test_ctrl_c_keeps_what_was_cached_and_a_rerun_resumes(
+    start_server, clips, tmp_path, capsys, sigint_handled
+) -> None:
     fired = []
 
     def interrupt(i: int) -> None:
