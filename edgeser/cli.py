@@ -517,19 +517,29 @@ def train(
     default=None,
     help="How the learned weights are stored: int8 (about a third of the file, fp32 arithmetic, probabilities "
     "move by ~1e-3 and the parity tolerance becomes at least 0.02; incremental form only) or fp32. "
-    "[default: int8 for --form incremental, fp32 for whole]",
+    "[default: int8 for --form incremental (fp32, with a note, when int8 fails the parity check), fp32 for whole]",
 )
 def export(checkpoint: str, out: str, parity_clip: tuple[str, ...], tol: float, form: str, weights: str | None) -> None:
     """Export a checkpoint to a self-describing ONNX model (refused if it fails the parity check). The
     default form is the bundled model's: the incremental graph with int8-stored weights."""
     _need_torch()
+    chosen = weights
     weights = weights or ("int8" if form == "incremental" else "fp32")
     if weights == "int8" and form != "incremental":
         _fail("--weights int8 needs --form incremental")
     if form == "incremental":
+        from .export import ParityError
         from .export.incremental import export_incremental
 
-        res = export_incremental(checkpoint, out, parity_clip, tol, weights=weights)
+        try:
+            res = export_incremental(checkpoint, out, parity_clip, tol, weights=weights)
+        except ParityError as e:
+            if chosen is not None or weights != "int8":
+                raise
+            # the int8 default is a size choice, not the user's: a model it would change too much ships in fp32
+            click.echo(f"note: int8-stored weights failed the parity check ({e}); writing fp32 weights", err=True)
+            weights = "fp32"
+            res = export_incremental(checkpoint, out, parity_clip, tol, weights=weights)
     else:
         from .export import export_onnx
 

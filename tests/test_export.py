@@ -37,3 +37,24 @@ def test_export_refuses_on_parity_failure(tiny_checkpoint, tmp_path):
     with pytest.raises(ParityError):
         export_onnx(tiny_checkpoint, out, tol=-1.0)  # an impossible tolerance: the check must fail
     assert not out.exists() and not (tmp_path / "x.onnx.partial").exists()
+
+
+def test_cli_export_falls_back_to_fp32_when_int8_fails_parity(tiny_checkpoint, tmp_path, monkeypatch):
+    """The int8 default is a size choice: a model it would move beyond the tolerance is written with fp32 weights
+    and a note; an explicit ``--weights int8`` still fails."""
+    from click.testing import CliRunner
+
+    import edgeser.export.incremental as inc
+    from edgeser.cli import cli
+    from edgeser.export import ParityError
+    from edgeser.runtime import load_model
+
+    monkeypatch.setattr(inc, "INT8_TOL", 0.0)  # the int8 file is then held to --tol (1e-4), which it cannot meet
+    out = tmp_path / "m.onnx"
+    r = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(out)])
+    assert r.exit_code == 0, r.output
+    assert "int8-stored weights failed the parity check" in r.output and "fp32 weights" in r.output
+    assert load_model(out).metadata.get("weights") != "int8"
+    r = CliRunner().invoke(cli, ["export", str(tiny_checkpoint), "-o", str(tmp_path / "n.onnx"), "--weights", "int8"])
+    assert r.exit_code != 0 and isinstance(r.exception, ParityError)
+    assert not (tmp_path / "n.onnx").exists()

@@ -68,7 +68,7 @@ class State:
     requests: list[dict] = field(default_factory=list)
     counters: dict[int, int] = field(default_factory=dict)
     tokens: list[int] = field(default_factory=lambda: [0, 0])
-    in_flight: int = 0
+    in_flight: int = 0  # requests inside a "slow" action
     max_in_flight: int = 0
     server: object = None
     dead: bool = False
@@ -115,7 +115,16 @@ class FaultHandler(ChatCompletionsHandler):
             return True
         kind, _, arg = action.partition(":")
         if kind == "slow":
-            time.sleep(float(arg))
+            # counted only before the response is written: once it is, the client may already send its next
+            # request, so a count that ends after the write would see one request too many
+            with st.lock:
+                st.in_flight += 1
+                st.max_in_flight = max(st.max_in_flight, st.in_flight)
+            try:
+                time.sleep(float(arg))
+            finally:
+                with st.lock:
+                    st.in_flight -= 1
         elif kind == "wait":
             assert st.release.wait(timeout=60), "the test never released a waiting request"
         elif kind == "429":
@@ -133,17 +142,6 @@ class FaultHandler(ChatCompletionsHandler):
         if st.ignore_n:
             req["n"] = 1
         return False
-
-    def do_POST(self) -> None:
-        st = self.state
-        with st.lock:
-            st.in_flight += 1
-            st.max_in_flight = max(st.max_in_flight, st.in_flight)
-        try:
-            super().do_POST()
-        finally:
-            with st.lock:
-                st.in_flight -= 1
 
     def complete(self, req: dict) -> dict:
         st = self.state
