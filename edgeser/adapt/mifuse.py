@@ -181,8 +181,8 @@ def referee_labels(
     net: EmotionNet, wavs: Sequence[np.ndarray], fixed_answers: Sequence[np.ndarray], seed: int = 0
 ) -> np.ndarray | None:
     """Cross-fitted top class per clip of a ridge classifier on clip log-mel statistics (``net``'s frontend,
-    on the CPU), trained on the fixed teachers' (the LALM's) top labels (:mod:`edgeser.adapt.reliability`);
-    None when fewer than 2 clips have a fixed teacher's answer."""
+    which is left on the CPU), trained on the fixed teachers' (the LALM's) top labels
+    (:mod:`edgeser.adapt.reliability`); None when fewer than 2 clips have a fixed teacher's answer."""
     fixed = fuse(list(fixed_answers), "equal")
     if fixed.covered.sum() < 2:
         return None
