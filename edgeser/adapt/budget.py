@@ -77,10 +77,12 @@ def quotas(counts: np.ndarray, budget: int) -> np.ndarray:
     return take
 
 
-#: how :func:`select_clips` orders the clips: ``"least-sure"`` (stratified, the classifier's least sure first; the
-#: default), ``"stratified"`` (stratified, in a seeded random order within each class) or ``"random"`` (a seeded
-#: random sample, no strata)
-RULES = ("least-sure", "stratified", "random")
+#: how :func:`select_clips` orders the clips (the first is the default), each with what it does
+RULES = {
+    "least-sure": "stratified over the source model's predicted classes, least sure first",
+    "stratified": "stratified over the source model's predicted classes, in a random order",
+    "random": "a random sample",
+}
 
 
 def select_clips(probs: np.ndarray, budget: int, seed: int = 0, rule: str = "least-sure") -> np.ndarray:

@@ -12,8 +12,9 @@ BatchNormalization node, the incremental graph folds its affine map into the ste
 batch-norm parameters cannot be recovered. The rebuilt net puts the folded weights in the conv/linear
 layers and makes those batch norms an exact identity plus the folded bias (``running_var = 1 - eps``,
 ``running_mean = 0``, ``weight = 1``): in eval mode it computes what the ONNX graph computes (to float
-rounding). Train-mode batch norm would normalise by batch statistics instead; call ``calibrate_batchnorm`` on real audio first to give the batch norms
-statistics that leave the eval output unchanged and make train mode start close to it."""
+rounding). Train-mode batch norm would normalise by batch statistics instead; call ``calibrate_batchnorm``
+on real audio first to give the batch norms statistics that leave the eval output unchanged and make train
+mode start close to it."""
 
 from __future__ import annotations
 

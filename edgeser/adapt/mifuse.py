@@ -278,11 +278,7 @@ class FusionMethod(AdaptMethod):
             return np.arange(n)
         _, logits = full_pass(self.source_net, self.wavs, torch.device("cpu"), self.cfg.eval_batch_size)
         chosen = select_clips(softmax(logits), budget, self.cfg.seed, self.cfg.budget_rule)
-        how = {
-            "least-sure": "stratified over the source model's predicted classes, least sure first",
-            "stratified": "stratified over the source model's predicted classes, in a random order",
-            "random": "a random sample",
-        }[self.cfg.budget_rule]
+        how = BUDGET_RULES[self.cfg.budget_rule]
         note = (
             f"LALM budget {self.cfg.lalm_budget}: the fixed teachers hear {len(chosen)} of {n} clips ({how}); "
             "the other teachers cover the rest"
