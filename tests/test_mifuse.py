@@ -421,3 +421,22 @@ def test_anchor_weight_keeps_the_student_near_the_source(source, clips, tmp_path
     assert 0 < distance(held) < 0.75 * distance(free)  # measured 0.50 (a few AdamW steps on the demo clips)
     with pytest.raises(ValueError, match="anchor_weight"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(anchor_weight=-1.0), progress=False)
+
+
+def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tmp_path):
+    """moving_weight scales the EMA teacher's prior: 0 leaves it only the clips the LALM did not answer (where
+    it is the only teacher), 1 is the plain fusion; values outside [0, 1] are refused."""
+    lalm = lalm_votes(clips, missing=(0, 3))
+
+    def run(w):
+        c = cfg(epochs=1, reliability="none", moving_weight=w)
+        res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / f"w{w}.pt", c, progress=False)
+        return res.history[0]["fusion"]["teachers"]
+
+    plain, quarter, zero = run(1.0), run(0.25), run(0.0)
+    assert plain["lalm"]["mean_weight"] < quarter["lalm"]["mean_weight"] < zero["lalm"]["mean_weight"]
+    # with weight 0 the LALM carries its 6 clips alone, the classifier the 2 it did not answer
+    assert zero["lalm"]["mean_weight"] == pytest.approx(6 / 8)
+    assert zero["classifier"]["mean_weight"] == pytest.approx(2 / 8)
+    with pytest.raises(ValueError, match="moving_weight"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(moving_weight=1.5), progress=False)

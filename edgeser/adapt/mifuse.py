@@ -134,6 +134,10 @@ class MIFuseConfig(FitConfig):
     #: 0: off): a few hundred clips of a few speakers, and the student drifts toward what only they share; 0.01
     #: lost 0.7-0.9 points in the regime benchmark (results_fusion_variants_quick.md), so it is off
     anchor_weight: float = 0.0
+    #: multiplies the moving (EMA classifier) teachers' share of the fusion prior before it is normalised (1: as
+    #: the reliability estimate says): the EMA teacher is the student's own average, so its labels carry the
+    #: source model's errors in a form the student can learn, where an LALM's errors are not a function of the audio
+    moving_weight: float = 1.0
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
@@ -144,6 +148,8 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
         raise ValueError(f"budget_rule must be one of {', '.join(BUDGET_RULES)}, got {cfg.budget_rule!r}")
     if not cfg.anchor_weight >= 0:
         raise ValueError(f"anchor_weight must be >= 0, got {cfg.anchor_weight}")
+    if not 0 <= cfg.moving_weight <= 1:
+        raise ValueError(f"moving_weight must be in [0, 1], got {cfg.moving_weight}")
     if not cfg.encoder_lr_scale >= 0:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
     if cfg.partial_weight not in PARTIAL_WEIGHTS:
@@ -196,6 +202,18 @@ def referee_labels(
         )
     y = np.nan_to_num(fixed.target).argmax(axis=1)
     return crossfit_predict(feats, y, fixed.covered, fixed.target.shape[1], seed=seed)
+
+
+def moving_discount(prior: np.ndarray | None, moving: Sequence[int], n: int, weight: float) -> np.ndarray:
+    """``prior`` ``(n,)`` (None: equal) with the ``moving`` teachers' entries multiplied by ``weight``, normalised.
+
+    >>> moving_discount(None, [1], 2, 0.25).round(2)
+    array([0.8, 0.2])
+    """
+    p = np.full(n, 1.0 / n) if prior is None else np.asarray(prior, np.float64).copy()
+    p[list(moving)] *= weight
+    total = p.sum()
+    return p / total if total > 0 else np.full(n, 1.0 / n)
 
 
 class FusionMethod(AdaptMethod):
@@ -405,6 +423,8 @@ class FusionMethod(AdaptMethod):
                 self._warn_unreliable(self.kappas, ctx.progress)
             prior = reliability_prior(self.kappas, cfg.reliability_power)
             reliability = {n: {"kappa": float(k), "prior": float(p)} for n, k, p in zip(self.names, self.kappas, prior)}
+        if cfg.moving_weight != 1.0 and self.fixed and self.moving:
+            prior = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
         self.fused = fuse(
             samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=prior
         )
