@@ -425,7 +425,8 @@ def test_anchor_weight_keeps_the_student_near_the_source(source, clips, tmp_path
 
 def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tmp_path):
     """moving_weight scales the EMA teacher's prior: 0 leaves it only the clips the LALM did not answer (where
-    it is the only teacher), 1 is the plain fusion; values outside [0, 1] are refused."""
+    it is the only teacher), 1 is the plain fusion; not when the LALM agrees with its referee no better than
+    chance; values outside [0, 1] are refused."""
     lalm = lalm_votes(clips, missing=(0, 3))
 
     def run(w):
@@ -438,5 +439,12 @@ def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tm
     # with weight 0 the LALM carries its 6 clips alone, the classifier the 2 it did not answer
     assert zero["lalm"]["mean_weight"] == pytest.approx(6 / 8)
     assert zero["classifier"]["mean_weight"] == pytest.approx(2 / 8)
+    # an LALM with one answer for every clip agrees with nothing beyond chance (kappa 0): no discount then
+    constant = np.zeros_like(lalm)
+    constant[:, :, LABELS.index("sad")] = 1.0
+    c = cfg(epochs=1, reliability="referee", moving_weight=0.0)
+    res = mifuse_adapt(source, clips, [lalm_teacher(constant), ema()], tmp_path / "const.pt", c, progress=False)
+    assert res.history[0]["reliability"]["lalm"]["kappa"] == 0.0
+    assert res.history[0]["fusion"]["teachers"]["classifier"]["mean_weight"] > 0.3
     with pytest.raises(ValueError, match="moving_weight"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(moving_weight=1.5), progress=False)

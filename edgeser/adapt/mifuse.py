@@ -126,7 +126,8 @@ class MIFuseConfig(FitConfig):
     encoder_lr_scale: float = 1.0
     #: how much a clip counts in the cross-entropy when some teachers did not answer it (an LALM refusal, or
     #: a clip outside the LALM budget): "full" (1, as a clip every teacher answered) or "coverage" (the share
-    #: of the teachers' reliability prior that answered it, :func:`edgeser.adapt.fusion.coverage_weights`)
+    #: of the teachers' reliability prior that answered it, before ``moving_weight``'s discount,
+    #: :func:`edgeser.adapt.fusion.coverage_weights`)
     partial_weight: str = "full"
     #: mixup of the student's crops and fused targets, as :class:`~edgeser.adapt.train.TrainConfig`'s (0: off)
     mixup: float = 0.0
@@ -135,9 +136,13 @@ class MIFuseConfig(FitConfig):
     #: lost 0.7-0.9 points in the regime benchmark (results_fusion_variants_quick.md), so it is off
     anchor_weight: float = 0.0
     #: multiplies the moving (EMA classifier) teachers' share of the fusion prior before it is normalised (1: as
-    #: the reliability estimate says): the EMA teacher is the student's own average, so its labels carry the
-    #: source model's errors in a form the student can learn, where an LALM's errors are not a function of the audio
-    moving_weight: float = 1.0
+    #: the reliability estimate says, the paper's fusion). 0 since 0.2: the EMA teacher labels only the clips no
+    #: fixed teacher answered (refusals, clips outside the LALM budget). It is the student's own average, so its
+    #: labels carry the source model's mistakes in a form the student can learn. 0 vs 1: +2.6 / +2.0 / +0.2
+    #: points (weak / mid / strong LALM), 0.25: +0.5 / +0.9 / +0.5, paired over 12 cells
+    #: (benchmarks/cross_corpus/results_fusion_variants_quick.md). Not applied when no fixed teacher agrees with
+    #: its referee beyond chance (kappa <= 0)
+    moving_weight: float = 0.0
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
@@ -423,10 +428,13 @@ class FusionMethod(AdaptMethod):
                 self._warn_unreliable(self.kappas, ctx.progress)
             prior = reliability_prior(self.kappas, cfg.reliability_power)
             reliability = {n: {"kappa": float(k), "prior": float(p)} for n, k, p in zip(self.names, self.kappas, prior)}
-        if cfg.moving_weight != 1.0 and self.fixed and self.moving:
-            prior = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
+        # the discount decides whose labels a clip's target mixes; how much a clip counts (coverage) keeps the
+        # reliability prior: a clip only the EMA teacher labels counts as much as that teacher is trusted
+        mixing = prior
+        if cfg.moving_weight != 1.0 and self.fixed and self.moving and self._fixed_hear_the_audio():
+            mixing = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
         self.fused = fuse(
-            samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=prior
+            samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=mixing
         )
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
         self.clip_weights = None
@@ -448,6 +456,14 @@ class FusionMethod(AdaptMethod):
         if self.clip_weights is not None:
             info["mean_clip_weight"] = float(self.clip_weights[covered].mean())
         return covered, info
+
+    def _fixed_hear_the_audio(self) -> bool:
+        """False when the reliability estimate finds no fixed teacher agreeing with its referee beyond chance
+        (kappa <= 0, e.g. an LALM that gives one answer to every clip): then the moving teachers keep their
+        whole share; True when some fixed teacher does, or when reliability is off."""
+        if self.kappas is None:
+            return True
+        return bool(any(self.kappas[i] > 0 for i in self.fixed))
 
     def _warn_unreliable(self, kappas: np.ndarray, progress: bool) -> None:
         for i in self.fixed:
