@@ -351,19 +351,22 @@ def test_encoder_lr_scale_zero_freezes_the_encoder_weights_only(source, clips, t
 
 
 def test_partial_weight_coverage_weighs_clips_by_the_trust_that_answered(source, clips, tmp_path):
-    """partial_weight="coverage": a clip the LALM did not answer counts with the EMA teacher's share of the
-    prior; every clip both answered counts 1; the run differs from "full" and a bad value is refused."""
+    """partial_weight="coverage" (the default): a clip the LALM did not answer counts with the EMA teacher's
+    share of the prior, before moving_weight's discount; every clip both answered counts 1; the run differs
+    from "full" and a bad value is refused."""
+    assert MIFuseConfig().partial_weight == "coverage"
     lalm = lalm_votes(clips, missing=(0, 3))
-    c = cfg(epochs=1, reliability="none", partial_weight="coverage")
+    c = cfg(epochs=1, reliability="none")
     res = mifuse_adapt(source, clips, [lalm_teacher(lalm), ema()], tmp_path / "cov.pt", c, progress=False)
-    # no reliability prior: equal trust, so the 2 LALM-less clips of 8 weigh 0.5 and the others 1
+    # no reliability prior: equal trust, so the 2 LALM-less clips of 8 weigh 0.5 and the others 1 (the EMA
+    # teacher's labels are not mixed into the other 6, moving_weight=0, but its trust is not discounted)
     assert res.history[0]["mean_clip_weight"] == pytest.approx((6 * 1.0 + 2 * 0.5) / 8)
     full = mifuse_adapt(
         source,
         clips,
         [lalm_teacher(lalm), ema()],
         tmp_path / "full.pt",
-        cfg(epochs=1, reliability="none"),
+        cfg(epochs=1, reliability="none", partial_weight="full"),
         progress=False,
     )
     assert "mean_clip_weight" not in full.history[0]

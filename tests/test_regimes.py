@@ -36,6 +36,9 @@ def test_confusion_rows_known_values() -> None:
     assert not np.array_equal(rows, regimes.confusion_rows(LABELS, r, seed=4))
     oracle = regimes.confusion_rows(LABELS, regimes.REGIMES["oracle"])
     np.testing.assert_array_equal(oracle, np.eye(4))
+    # deaf: the same row for every true class, 0.4 on neutral plus its share of the uniform 0.6
+    deaf = regimes.confusion_rows(LABELS, regimes.REGIMES["deaf"])
+    np.testing.assert_allclose(deaf, np.tile([0.15, 0.15, 0.55, 0.15], (4, 1)))
 
 
 def test_perception_matches_the_regime_and_is_fixed_per_clip() -> None:

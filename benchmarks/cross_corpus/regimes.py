@@ -7,7 +7,8 @@ the visible corpora's labels instead, with mistakes that are *systematic*, as a 
 
 * every clip is *perceived* once as one class (the true one with probability ``accuracy``, otherwise a
   confusion drawn from a fixed per-class confusion row, a share ``bias_share`` of the errors going to
-  ``bias_class``); the same clip gets the same perception on every call and every run;
+  ``bias_class``; the "deaf" stand-in perceives every class alike); the same clip gets the same perception on
+  every call and every run;
 * each sampled answer names the perceived class with probability ``vote_purity``, otherwise another
   label at random; with probability ``out_of_set`` the answer is a word outside the label set
   ("calm", "frustrated", ...);
@@ -36,7 +37,9 @@ class Regime:
     """One simulated LALM quality (see the module docstring)."""
 
     name: str
-    accuracy: float
+    #: share of clips perceived as their true class; None: a deaf LALM, whose perception does not depend on the
+    #: clip's class (uniform over the classes, ``bias_share`` of it on ``bias_class``)
+    accuracy: float | None
     vote_purity: float = 0.8
     bias_class: str | None = "neutral"
     bias_share: float = 0.4
@@ -55,6 +58,9 @@ REGIMES: dict[str, Regime] = {
     "oracle": Regime(
         "oracle", accuracy=1.0, vote_purity=1.0, bias_class=None, bias_share=0.0, out_of_set=0.0, no_answer=0.0
     ),
+    # an endpoint that answers without hearing the audio (a text-only model, a broken audio path): what a user can
+    # configure by mistake, and what the reliability estimate and its warning are for
+    "deaf": Regime("deaf", accuracy=None),
 }
 
 
@@ -81,6 +87,11 @@ def confusion_rows(labels: Sequence[str], regime: Regime, seed: int = 0) -> np.n
     c = len(labels)
     rng = np.random.default_rng([seed, 8])
     bias = labels.index(regime.bias_class) if regime.bias_class in labels else None
+    if regime.accuracy is None:  # deaf: every true class is perceived the same way
+        row = np.full(c, (1.0 - regime.bias_share) / c if bias is not None else 1.0 / c)
+        if bias is not None:
+            row[bias] += regime.bias_share
+        return np.tile(row, (c, 1))
     rows = np.zeros((c, c))
     for t in range(c):
         others = [j for j in range(c) if j != t]
