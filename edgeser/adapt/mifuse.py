@@ -63,7 +63,6 @@ from .teachers.classifier import EMATeacher, ema_update
 
 RELIABILITY = ("none", "referee")
 PARTIAL_WEIGHTS = ("full", "coverage")
-UNANSWERED = ("ema", "referee")
 DIVERSITY_PRIORS = ("uniform", "teachers")
 #: a fixed teacher whose labels agree with their own referee below this kappa is reported as unreliable
 UNRELIABLE_KAPPA = 0.1
@@ -145,11 +144,6 @@ class MIFuseConfig(FitConfig):
     #: (benchmarks/cross_corpus/results_fusion_variants_quick.md). Not applied when no fixed teacher agrees with
     #: its referee beyond chance (kappa <= 0)
     moving_weight: float = 0.0
-    #: who labels the clips no fixed teacher answered (refusals, clips outside the LALM budget): "ema" (the EMA
-    #: teacher, through the fusion) or "referee" (the reliability referee's top class: a ridge on clip log-mel
-    #: statistics fitted to the fixed teachers' labels, so the LALM's knowledge reaches the clips it never heard;
-    #: needs ``reliability="referee"``)
-    unanswered: str = "ema"
 
 
 def _check_cfg(cfg: MIFuseConfig) -> None:
@@ -164,10 +158,6 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
         raise ValueError(f"moving_weight must be in [0, 1], got {cfg.moving_weight}")
     if not cfg.encoder_lr_scale >= 0:
         raise ValueError(f"encoder_lr_scale must be >= 0, got {cfg.encoder_lr_scale}")
-    if cfg.unanswered not in UNANSWERED:
-        raise ValueError(f"unanswered must be one of {', '.join(UNANSWERED)}, got {cfg.unanswered!r}")
-    if cfg.unanswered == "referee" and cfg.reliability != "referee":
-        raise ValueError('unanswered="referee" needs reliability="referee"')
     if cfg.partial_weight not in PARTIAL_WEIGHTS:
         raise ValueError(f"partial_weight must be one of {', '.join(PARTIAL_WEIGHTS)}, got {cfg.partial_weight!r}")
     if cfg.diversity_prior not in DIVERSITY_PRIORS:
@@ -448,11 +438,6 @@ class FusionMethod(AdaptMethod):
             samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=mixing
         )
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
-        if cfg.unanswered == "referee" and self.referee is not None:
-            heard = np.zeros(len(self.targets), bool)
-            for i in self.fixed:
-                heard |= valid_rows(self.answers[i]).any(axis=1)
-            self.targets[~heard] = np.eye(len(self.labels), dtype=np.float32)[self.referee[~heard]]
         self.clip_weights = None
         if cfg.partial_weight == "coverage":
             self.clip_weights = coverage_weights(np.isfinite(self.fused.mi), prior).astype(np.float32)
