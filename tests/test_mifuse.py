@@ -438,6 +438,15 @@ def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tm
         return res.history[0]["fusion"]["teachers"]
 
     plain, quarter, zero = run(1.0), run(0.25), run(0.0)
+    notes = mifuse_adapt(
+        source,
+        clips,
+        [lalm_teacher(lalm), ema()],
+        tmp_path / "w0.pt",
+        cfg(epochs=1, reliability="none"),
+        progress=False,
+    ).summary["notes"]
+    assert "the classifier teacher labels only the 2 of 8 clips no fixed teacher answered (moving_weight=0)" in notes
     assert plain["lalm"]["mean_weight"] < quarter["lalm"]["mean_weight"] < zero["lalm"]["mean_weight"]
     # with weight 0 the LALM carries its 6 clips alone, the classifier the 2 it did not answer
     assert zero["lalm"]["mean_weight"] == pytest.approx(6 / 8)
@@ -449,5 +458,6 @@ def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tm
     res = mifuse_adapt(source, clips, [lalm_teacher(constant), ema()], tmp_path / "const.pt", c, progress=False)
     assert res.history[0]["reliability"]["lalm"]["kappa"] == 0.0
     assert res.history[0]["fusion"]["teachers"]["classifier"]["mean_weight"] > 0.3
+    assert any("keeps its whole share" in n for n in res.summary["notes"])
     with pytest.raises(ValueError, match="moving_weight"):
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(moving_weight=1.5), progress=False)

@@ -364,6 +364,7 @@ class FusionMethod(AdaptMethod):
         self.kappas: np.ndarray | None = None
         #: the diversity loss's class prior (None: uniform), fixed on the first epoch's fused labels
         self.class_prior: np.ndarray | None = None
+        self._discount_noted = False
         return student
 
     def _referee(self, net: EmotionNet, device: torch.device) -> np.ndarray | None:
@@ -432,8 +433,10 @@ class FusionMethod(AdaptMethod):
         # the discount decides whose labels a clip's target mixes; how much a clip counts (coverage) keeps the
         # reliability prior: a clip only the EMA teacher labels counts as much as that teacher is trusted
         mixing = prior
-        if cfg.moving_weight != 1.0 and self.fixed and self.moving and self._fixed_hear_the_audio():
-            mixing = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
+        if cfg.moving_weight != 1.0 and self.fixed and self.moving:
+            if self._fixed_hear_the_audio():
+                mixing = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
+            self._note_discount(mixing is not prior, ctx.progress)
         self.fused = fuse(
             samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=mixing
         )
@@ -457,6 +460,30 @@ class FusionMethod(AdaptMethod):
         if self.clip_weights is not None:
             info["mean_clip_weight"] = float(self.clip_weights[covered].mean())
         return covered, info
+
+    def _note_discount(self, applied: bool, progress: bool) -> None:
+        """Say once what ``moving_weight`` did (the printed weights alone do not tell why they are what they are)."""
+        if self._discount_noted:
+            return
+        self._discount_noted = True
+        heard = np.zeros(len(self.clips), bool)
+        for i in self.fixed:
+            heard |= valid_rows(self.answers[i]).any(axis=1)
+        moving = " and ".join(self.names[i] for i in self.moving)
+        if not applied:
+            note = (
+                f"no fixed teacher agrees with the audio beyond chance: the {moving} teacher keeps its whole share "
+                f"(moving_weight={self.cfg.moving_weight} not applied)"
+            )
+        elif self.cfg.moving_weight == 0:
+            note = (
+                f"the {moving} teacher labels only the {int((~heard).sum())} of {len(heard)} clips no fixed teacher "
+                "answered (moving_weight=0)"
+            )
+        else:
+            note = f"the {moving} teacher's share of the fusion is scaled by moving_weight={self.cfg.moving_weight}"
+        log(note, progress)
+        self.notes.append(note)
 
     def _fixed_hear_the_audio(self) -> bool:
         """False when the reliability estimate finds no fixed teacher agreeing with its referee beyond chance
