@@ -129,7 +129,7 @@ def parse_recipe(text: str) -> dict:
 def _stand_in(regime: str) -> str:
     acc = REGIMES[regime].accuracy
     if acc is None:
-        return f"{regime}: deaf (what it perceives does not depend on the class; mostly \"neutral\")"
+        return f'{regime}: deaf (what it perceives does not depend on the class; mostly "neutral")'
     return f"{regime}: accuracy {acc}"
 
 
