@@ -433,13 +433,14 @@ class FusionMethod(AdaptMethod):
         # the discount decides whose labels a clip's target mixes; how much a clip counts (coverage) keeps the
         # reliability prior: a clip only the EMA teacher labels counts as much as that teacher is trusted
         mixing = prior
-        if cfg.moving_weight != 1.0 and self.fixed and self.moving:
-            if self._fixed_hear_the_audio():
-                mixing = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
-            self._note_discount(mixing is not prior, ctx.progress)
+        discounting = cfg.moving_weight != 1.0 and bool(self.fixed) and bool(self.moving)
+        if discounting and self._fixed_hear_the_audio():
+            mixing = moving_discount(prior, self.moving, len(self.teachers), cfg.moving_weight)
         self.fused = fuse(
             samples, cfg.fusion, cfg.tau, uncertainty=cfg.uncertainty, relative=cfg.relative_uncertainty, prior=mixing
         )
+        if discounting:
+            self._note_discount(mixing is not prior, ctx.progress)
         self.targets = _targets(self.fused, cfg, hard=not self.moving)
         self.clip_weights = None
         if cfg.partial_weight == "coverage":
@@ -466,9 +467,7 @@ class FusionMethod(AdaptMethod):
         if self._discount_noted:
             return
         self._discount_noted = True
-        heard = np.zeros(len(self.clips), bool)
-        for i in self.fixed:
-            heard |= valid_rows(self.answers[i]).any(axis=1)
+        heard = np.isfinite(self.fused.mi[:, self.fixed]).any(axis=1)  # a teacher's MI is NaN where it gave nothing
         moving = " and ".join(self.names[i] for i in self.moving)
         if not applied:
             note = (

@@ -57,10 +57,13 @@ class ModelConfig:
         """Samples between consecutive embeddings."""
         return self.hop_length * self.stem_stride
 
+    def n_frames(self, n_samples: int | torch.Tensor) -> int | torch.Tensor:
+        """Number of log-mel frames of ``n_samples`` samples (valid framing; <= 0 means too short)."""
+        return (n_samples - self.n_fft) // self.hop_length + 1
+
     def n_embeddings(self, n_samples: int | torch.Tensor) -> int | torch.Tensor:
         """Number of embeddings produced from ``n_samples`` samples (<= 0 means too short)."""
-        frames = (n_samples - self.n_fft) // self.hop_length + 1
-        return (frames - 3) // self.stem_stride + 1 - 2 * sum(self.dilations)
+        return (self.n_frames(n_samples) - 3) // self.stem_stride + 1 - 2 * sum(self.dilations)
 
     def to_dict(self) -> dict:
         d = asdict(self)
@@ -142,7 +145,7 @@ class EmotionNet(nn.Module):
             and self.cfg.masked_norm
             and bool((self.cfg.n_embeddings(lengths) > 0).any())
         ):
-            valid = (lengths.to(x.device) - self.cfg.n_fft) // self.cfg.hop_length + 1
+            valid = self.cfg.n_frames(lengths.to(x.device))
             mask = torch.arange(x.shape[2], device=x.device)[None, :] < valid[:, None]
         x = self.input_norm(x, mask)
         if self.training and (self.cfg.freq_mask or self.cfg.time_mask):
