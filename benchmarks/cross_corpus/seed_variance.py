@@ -92,6 +92,12 @@ def summarise(cells: dict[str, dict[int, dict]], methods: list[str]) -> dict[str
     return out
 
 
+def _table_head(title: str, keys: list[str], cols: list[str]) -> list[str]:
+    """A section heading and the head of its table: the key columns, ``cols``, the adaptation seeds' std."""
+    head = [*keys, *cols, "std across adaptation seeds"]
+    return ["", f"## {title}", "", "| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+
+
 def report(r: dict) -> str:
     m, methods = r["machine"], r["methods"]
     cols = [*methods, "ensemble", "soup"]
@@ -101,23 +107,15 @@ def report(r: dict) -> str:
         f"Command: `{r['command']}` (git {m.get('git_commit', '?')}), {m.get('cpu')} ({m['cores']} cores, shared), torch "
         f"{m.get('torch')}; {r['minutes']:.1f} min. Students from the same source model per (transfer, source seed); "
         f"`{methods[0]}` is the benchmark's row (adaptation seed = source seed), the others fix the adaptation seed.",
-        "",
-        "## Per cell: test-half UA (%)",
-        "",
-        "| transfer | source seed | " + " | ".join(cols) + " | std across adaptation seeds |",
-        "|---|---|" + "---|" * (len(cols) + 1),
+        *_table_head("Per cell: test-half UA (%)", ["transfer", "source seed"], cols),
     ]
     for t, by_seed in r["cells"].items():
         for s, c in by_seed.items():
             vals = [c["ua"][k] for k in methods] + [c["ensemble"], c["soup"]]
             text.append(f"| {NAMES[t]} | {s} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {c['within_std']:.1f} |")
-    text += [
-        "",
-        "## Per transfer: mean ± std across source seeds; mean std across adaptation seeds",
-        "",
-        "| transfer | " + " | ".join(cols) + " | std across adaptation seeds |",
-        "|---|" + "---|" * (len(cols) + 1),
-    ]
+    text += _table_head(
+        "Per transfer: mean ± std across source seeds; mean std across adaptation seeds", ["transfer"], cols
+    )
     for t, s in r["summary"].items():
         vals = [f"{s['mean'][k]:.1f} ± {s['seed_std'][k]:.1f}" for k in cols]
         text.append(f"| {NAMES[t]} | " + " | ".join(vals) + f" | {s['within_std']:.1f} |")
