@@ -10,12 +10,13 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(REPO / "benchmarks"))  # seed_variance imports the benchmarks' common module
+_path = list(sys.path)
 _spec = importlib.util.spec_from_file_location(
     "seed_variance", REPO / "benchmarks" / "cross_corpus" / "seed_variance.py"
 )
 seed_variance = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(seed_variance)  # type: ignore[union-attr]
+sys.path[:] = _path  # the script puts benchmarks/ first on the path for its imports; other tests need not see it
 
 
 def _net(w: float, steps: int) -> torch.nn.Module:
