@@ -426,6 +426,20 @@ def test_anchor_weight_keeps_the_student_near_the_source(source, clips, tmp_path
         mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(anchor_weight=-1.0), progress=False)
 
 
+def test_entropy_weight_adds_the_mean_prediction_entropy_to_the_loss(source, clips, tmp_path):
+    votes = lalm_votes(clips)
+    res = mifuse_adapt(
+        source, clips, [lalm_teacher(votes), ema()], tmp_path / "s.pt", cfg(entropy_weight=0.5), progress=False
+    )
+    for r in res.history:  # per-epoch means of per-step terms: the loss is their weighted sum
+        assert 0 < r["entropy"] <= np.log(len(LABELS)) + 1e-6
+        assert r["loss"] == pytest.approx(r["ce"] + r["diversity"] + 0.5 * r["entropy"], abs=1e-5)
+    plain = mifuse_adapt(source, clips, [lalm_teacher(votes), ema()], tmp_path / "p.pt", cfg(), progress=False)
+    assert all("entropy" not in r for r in plain.history)
+    with pytest.raises(ValueError, match="entropy_weight"):
+        mifuse_adapt(source, clips, [ema()], tmp_path / "x.pt", cfg(entropy_weight=-0.5), progress=False)
+
+
 def test_moving_weight_discounts_the_ema_teacher_in_the_fusion(source, clips, tmp_path):
     """moving_weight scales the EMA teacher's prior: 0 leaves it only the clips the LALM did not answer (where
     it is the only teacher), 1 is the plain fusion; not when the LALM agrees with its referee no better than

@@ -54,7 +54,7 @@ from .fusion import (
     valid_rows,
 )
 from .loader import resolve_workers
-from .losses import anchor_loss, cooccurrence_penalty_loss, diversity_loss, soft_cross_entropy
+from .losses import anchor_loss, cooccurrence_penalty_loss, diversity_loss, entropy, soft_cross_entropy
 from .model import EmotionNet
 from .progress import log
 from .reliability import DEFAULT_POWER, crossfit_predict, logmel_stats, reliability_prior, teacher_kappas
@@ -136,6 +136,11 @@ class MIFuseConfig(FitConfig):
     #: 0: off): a few hundred clips of a few speakers, and the student drifts toward what only they share; 0.01
     #: lost 0.7-0.9 points in the regime benchmark (results_fusion_variants_quick.md), so it is off
     anchor_weight: float = 0.0
+    #: weight of the mean per-clip prediction entropy (:func:`edgeser.adapt.losses.entropy`; 0: off): with the
+    #: diversity loss it makes SHOT's information maximisation, which pushes the student's boundaries away from
+    #: the target clips; SHOT beat MI-Fuse by 2.1 points with a weak LALM on leave-one-corpus-out transfers
+    #: (benchmarks/cross_corpus/results_regimes_loco_quick.md)
+    entropy_weight: float = 0.0
     #: multiplies the moving (EMA classifier) teachers' share of the fusion prior before it is normalised (1: as
     #: the reliability estimate says, the paper's fusion). 0 since 0.2: the EMA teacher labels only the clips no
     #: fixed teacher answered (refusals, clips outside the LALM budget). It is the student's own average, so its
@@ -154,6 +159,8 @@ def _check_cfg(cfg: MIFuseConfig) -> None:
         raise ValueError(f"budget_rule must be one of {', '.join(BUDGET_RULES)}, got {cfg.budget_rule!r}")
     if not cfg.anchor_weight >= 0:
         raise ValueError(f"anchor_weight must be >= 0, got {cfg.anchor_weight}")
+    if not cfg.entropy_weight >= 0:
+        raise ValueError(f"entropy_weight must be >= 0, got {cfg.entropy_weight}")
     if not 0 <= cfg.moving_weight <= 1:
         raise ValueError(f"moving_weight must be in [0, 1], got {cfg.moving_weight}")
     if not cfg.encoder_lr_scale >= 0:
@@ -523,6 +530,9 @@ class FusionMethod(AdaptMethod):
                 self._anchors = [p.detach().to(ctx.device) for p in self.source_net.parameters()]
             anchor = anchor_loss(ctx.net.parameters(), self._anchors)
             loss, parts["anchor"] = loss + self.cfg.anchor_weight * anchor, anchor.item()
+        if self.cfg.entropy_weight > 0:
+            ent = entropy(logits)
+            loss, parts["entropy"] = loss + self.cfg.entropy_weight * ent, ent.item()
         return loss, parts
 
     def after_step(self, ctx: FitContext) -> None:
