@@ -137,9 +137,9 @@ class MIFuseConfig(FitConfig):
     #: lost 0.7-0.9 points in the regime benchmark (results_fusion_variants_quick.md), so it is off
     anchor_weight: float = 0.0
     #: weight of the mean per-clip prediction entropy (:func:`edgeser.adapt.losses.entropy`; 0: off): with the
-    #: diversity loss it makes SHOT's information maximisation, which pushes the student's boundaries away from
-    #: the target clips; SHOT beat MI-Fuse by 2.1 points with a weak LALM on leave-one-corpus-out transfers
-    #: (benchmarks/cross_corpus/results_regimes_loco_quick.md)
+    #: diversity loss it makes SHOT's information maximisation. Tried because SHOT beat MI-Fuse by 2.1 points with a
+    #: weak LALM on leave-one-corpus-out transfers; 0.3 / 1.0 moved MI-Fuse by -0.6 / -1.8 points (weak LALM, corpus
+    #: pairs) and -0.0 / -0.7 (weak, LOCO), within noise with the strong one (results_entropy_quick.md): off
     entropy_weight: float = 0.0
     #: multiplies the moving (EMA classifier) teachers' share of the fusion prior before it is normalised (1: as
     #: the reliability estimate says, the paper's fusion). 0 since 0.2: the EMA teacher labels only the clips no
