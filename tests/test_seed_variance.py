@@ -16,7 +16,11 @@ _spec = importlib.util.spec_from_file_location(
 )
 seed_variance = importlib.util.module_from_spec(_spec)
 _spec.loader.exec_module(seed_variance)  # type: ignore[union-attr]
-sys.path[:] = _path  # the script puts benchmarks/ first on the path for its imports; other tests need not see it
+# the script puts benchmarks/ and benchmarks/cross_corpus/ first on the path for its imports (run, common, standin);
+# other tests need not see them
+sys.path[:] = _path
+for _name in ("run", "common", "standin"):
+    sys.modules.pop(_name, None)
 
 
 def _net(w: float, steps: int) -> torch.nn.Module:

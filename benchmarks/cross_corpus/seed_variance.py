@@ -28,21 +28,16 @@ from pathlib import Path
 import numpy as np
 import torch
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+HERE = Path(__file__).resolve().parent
+sys.path.insert(0, str(HERE.parent))
+sys.path.insert(0, str(HERE))
 from common import machine  # noqa: E402
+from run import TRANSFER_TITLES, TRANSFERS  # noqa: E402
 
 from edgeser.adapt.checkpoint import load_model  # noqa: E402
 from edgeser.adapt.data import load_clips, predict_probs  # noqa: E402
 from edgeser.manifest import read_manifest  # noqa: E402
 from edgeser.metrics import evaluate  # noqa: E402
-
-TRANSFERS = ("emodb_nemo", "nemo_emodb", "emodb_turev_db", "nemo_turev_db")
-NAMES = {
-    "emodb_nemo": "EmoDB→nEMO",
-    "nemo_emodb": "nEMO→EmoDB",
-    "emodb_turev_db": "EmoDB→TurEV",
-    "nemo_turev_db": "nEMO→TurEV",
-}
 
 
 def weight_soup(nets: list[torch.nn.Module]) -> torch.nn.Module:
@@ -112,13 +107,17 @@ def report(r: dict) -> str:
     for t, by_seed in r["cells"].items():
         for s, c in by_seed.items():
             vals = [c["ua"][k] for k in methods] + [c["ensemble"], c["soup"]]
-            text.append(f"| {NAMES[t]} | {s} | " + " | ".join(f"{v:.1f}" for v in vals) + f" | {c['within_std']:.1f} |")
+            text.append(
+                f"| {TRANSFER_TITLES[t]} | {s} | "
+                + " | ".join(f"{v:.1f}" for v in vals)
+                + f" | {c['within_std']:.1f} |"
+            )
     text += _table_head(
         "Per transfer: mean ± std across source seeds; mean std across adaptation seeds", ["transfer"], cols
     )
     for t, s in r["summary"].items():
         vals = [f"{s['mean'][k]:.1f} ± {s['seed_std'][k]:.1f}" for k in cols]
-        text.append(f"| {NAMES[t]} | " + " | ".join(vals) + f" | {s['within_std']:.1f} |")
+        text.append(f"| {TRANSFER_TITLES[t]} | " + " | ".join(vals) + f" | {s['within_std']:.1f} |")
     means = {k: statistics.mean(s["mean"][k] for s in r["summary"].values()) for k in cols}
     text.append("| mean of transfers | " + " | ".join(f"{means[k]:.1f}" for k in cols) + " | |")
     return "\n".join(text) + "\n"
