@@ -200,9 +200,11 @@ def feeds(meta: dict, blocks: int, batch: int = 1, seed: int = 0) -> dict[str, n
 def silero_call(path: Path):  # noqa: ANN201
     """One silero-vad call as ``vs_silero.silero_run`` makes it (512 samples plus 64 of context, state carried)."""
     sess = session(path)
-    feed = {"input": np.zeros((1, 576), np.float32), "state": np.zeros((2, 1, 128), np.float32)}
-    feed["sr"] = np.array(16000, np.int64)
-    feed["input"][:] = 0.1 * np.random.default_rng(0).standard_normal((1, 576))
+    feed = {
+        "input": (0.1 * np.random.default_rng(0).standard_normal((1, 576))).astype(np.float32),
+        "state": np.zeros((2, 1, 128), np.float32),
+        "sr": np.array(16000, np.int64),
+    }
     return lambda: sess.run(None, feed)
 
 
@@ -255,12 +257,13 @@ def main() -> None:
             ref, out = sessions["full"].run(None, f), sessions[n].run(None, f)
             d = max(d, max(float(np.abs(a - b).max() / max(1.0, np.abs(a).max())) for a, b in zip(ref, out)))
         diff[n] = d
+    silero = silero_call(args.silero) if args.silero and args.silero.exists() else None
     us: dict[int, dict[str, float]] = {}
     for k in BLOCKS:
         fs = {n: feeds(metas[n], k) for n in sessions}
         calls = {n: (lambda s=s, f=fs[n]: s.run(None, f)) for n, s in sessions.items()}
-        if args.silero and args.silero.exists():
-            calls["silero-vad"] = silero_call(args.silero)
+        if silero is not None:
+            calls["silero-vad"] = silero
         us[k] = time_calls(calls, args.repeats, args.number)
         print(f"{k} blocks: " + ", ".join(f"{n} {v:.1f}" for n, v in us[k].items()), flush=True)
     ks = np.array(BLOCKS, float)
@@ -275,7 +278,7 @@ def main() -> None:
         "us_per_call": {str(k): v for k, v in us.items()},
         "fit_full": {"fixed_us": fixed, "per_block_us": slope},
     }
-    md = report(result, args.silero is not None and args.silero.exists())
+    md = report(result, silero is not None)
     print(md)
     if args.out:
         args.out.mkdir(parents=True, exist_ok=True)
@@ -286,7 +289,8 @@ def main() -> None:
 def report(r: dict, silero: bool) -> str:
     us, ks, m = r["us_per_call"], [str(k) for k in BLOCKS], r["machine"]
     names = [n for n in us[ks[0]] if n != "silero-vad" and n not in SHAPES]
-    rows = ["| form | nodes | " + " | ".join(f"{k} block{'s' if k != '1' else ''}" for k in ks) + " | max diff |"]
+    blocks = " | ".join(f"{k} block{'s' if k != '1' else ''}" for k in ks)
+    rows = [f"| form | nodes | {blocks} | max diff |"]
     rows.append("|---|---|" + "---|" * len(ks) + "---|")
     for n in names:
         cells = [f"{us[k][n]:.0f} µs ({us[k][n] / us[k]['full']:.2f})" for k in ks]
@@ -314,10 +318,10 @@ def report(r: dict, silero: bool) -> str:
     ]
     if silero:
         sv = statistics.median(us[k]["silero-vad"] for k in ks)
-        per_s = 16000 / 512
+        silero_ms = sv * (16000 / 512) / 1000  # CPU ms per second of audio
         text += [
             "",
-            f"silero-vad, timed in the same rotation: {sv:.0f} µs per 32-ms call, {sv * per_s / 1000:.2f} ms CPU per second "
+            f"silero-vad, timed in the same rotation: {sv:.0f} µs per 32-ms call, {silero_ms:.2f} ms CPU per second "
             "of audio. What the calls alone (no stream: no gate, smoothing, events) would cost next to it, from the fit:",
             "",
             "| hop | calls per s | ms CPU per s of audio | / silero-vad | issue 10's target (whole stream) |",
@@ -326,7 +330,7 @@ def report(r: dict, silero: bool) -> str:
         for hop, target in ((0.1, "0.30"), (0.25, "-"), (0.5, "0.15"), (1.0, "-")):
             k = round(hop / r["block_s"])
             ms = (fit["fixed_us"] + fit["per_block_us"] * k) / hop / 1000
-            text.append(f"| {hop:g} s | {1 / hop:g} | {ms:.2f} | {ms / (sv * per_s / 1000):.2f} | {target} |")
+            text.append(f"| {hop:g} s | {1 / hop:g} | {ms:.2f} | {ms / silero_ms:.2f} | {target} |")
     text += [
         "",
         "Smaller encoders (random weights: cost only, no accuracy), the same graph otherwise; in brackets the ratio to",
@@ -337,16 +341,13 @@ def report(r: dict, silero: bool) -> str:
             else "."
         ),
         "",
-        "| encoder | nodes | "
-        + " | ".join(f"{k} block{'s' if k != '1' else ''}" for k in ks)
-        + (" | / silero-vad, 0.1 s | / silero-vad, 0.5 s |" if silero else " |"),
+        f"| encoder | nodes | {blocks}" + (" | / silero-vad, 0.1 s | / silero-vad, 0.5 s |" if silero else " |"),
         "|---|---|" + "---|" * (len(ks) + 2 * silero),
     ]
     for n in ["full", *SHAPES]:
         cells = [f"{us[k][n]:.0f} µs ({us[k][n] / us[k]['full']:.2f})" for k in ks]
-        if silero:
-            per_s_silero = sv * 16000 / 512
-            cells += [f"{us['5'][n] * 10 / per_s_silero:.2f}", f"{us['25'][n] * 2 / per_s_silero:.2f}"]
+        if silero:  # 5 blocks are a 0.1-s hop (10 calls per s), 25 a 0.5-s hop (2 calls per s)
+            cells += [f"{us['5'][n] * 10 / 1000 / silero_ms:.2f}", f"{us['25'][n] * 2 / 1000 / silero_ms:.2f}"]
         label = "128 channels, 5 blocks (`full`)" if n == "full" else n
         text.append(f"| {label} | {r['nodes_after_optimisation'][n]} | " + " | ".join(cells) + " |")
     return "\n".join(text) + "\n"
